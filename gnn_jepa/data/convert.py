@@ -72,6 +72,13 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
     raw = {"r": r, "phi": phi, "z": z, "eta": eta, "x": x, "y": y}
     feats = np.stack([raw[f] / FEATURE_SCALES[f] for f in features], axis=1)
 
+    if len(truth) == 0 and len(hits) > 0:
+        # an event without truth (e.g. the TrackML test set): fine for pretraining and
+        # inference, every hit is treated as unlabelled noise.
+        truth = truth.reindex(range(len(hits))).assign(
+            hit_id=hits["hit_id"].to_numpy(), particle_id=0, weight=0.0)
+    elif len(truth) != len(hits):
+        raise ValueError(f"event {event.event_id}: {len(truth)} truth rows for {len(hits)} hits")
     pid = truth["particle_id"].to_numpy(np.int64)
     p = particles.set_index("particle_id")
     known = np.isin(pid, p.index.to_numpy()) | (pid == 0)
@@ -95,13 +102,13 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
     return Data(
         pos=torch.from_numpy(np.stack([x, y, z], 1)).float(),
         x=torch.from_numpy(feats).float(),
-        hit_id=torch.from_numpy(hits["hit_id"].to_numpy(np.int64)),
-        particle_id=torch.from_numpy(pid),
+        hit_id=torch.tensor(hits["hit_id"].to_numpy(np.int64)),
+        particle_id=torch.tensor(pid),
         pt=torch.from_numpy(pt).float(),
         particle_eta=torch.from_numpy(peta).float(),
-        weight=torch.from_numpy(truth["weight"].to_numpy(np.float32)),
-        volume_id=torch.from_numpy(hits["volume_id"].to_numpy(np.int64)),
-        layer_id=torch.from_numpy(hits["layer_id"].to_numpy(np.int64)),
+        weight=torch.tensor(truth["weight"].to_numpy(np.float32)),
+        volume_id=torch.tensor(hits["volume_id"].to_numpy(np.int64)),
+        layer_id=torch.tensor(hits["layer_id"].to_numpy(np.int64)),
         hit_order=torch.from_numpy(hit_order(pid, dist)),
         event_id=torch.tensor([int(event.event_id)]),
         num_nodes=len(hits),

@@ -134,8 +134,8 @@ class JEPAPretraining(pl.LightningModule):
                                   None if edge_attr is None else edge_attr[keep],
                                   relabel_nodes=True, num_nodes=n)
                 if tmask.any():
-                    t[tmask] = self.target_encoder(batch.x[tmask], ei, ea, batch=bvec[tmask])
-            t = F.layer_norm(t, (t.shape[-1],))
+                    t[tmask] = self.target_encoder(batch.x[tmask], ei, ea, batch=bvec[tmask]).to(t.dtype)
+            t = F.layer_norm(t.float(), (t.shape[-1],))
 
         if hp.query == "cell":
             cells = tile_regions(masks, n_phi=hp.cell_phi, n_eta=hp.cell_eta, n_r=hp.cell_r,

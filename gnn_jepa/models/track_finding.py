@@ -100,7 +100,10 @@ class TrackFinding(pl.LightningModule):
         if mode != "scratch" and not pretrained:
             raise ValueError(f"mode {mode!r} needs --model.pretrained=<JEPA checkpoint>; "
                              "use mode: scratch to train from a random init")
-        self.save_hyperparameters()
+        # output_dir is where *this* run writes, not a model property: keep it out of the
+        # checkpoint so that `gnn-jepa test --ckpt_path` honours the one given now.
+        self.save_hyperparameters(ignore=["output_dir"])
+        self.output_dir = output_dir
         enc = {k: self.hparams[k] for k in ENCODER_ARGS}
         self.encoder = GraphTransformerEncoder(**enc)
         if mode != "scratch":
@@ -183,8 +186,8 @@ class TrackFinding(pl.LightningModule):
         self.test_summary = summary
 
     def _output_dir(self) -> Path:
-        if self.hparams.output_dir:
-            return Path(self.hparams.output_dir)
+        if self.output_dir:
+            return Path(self.output_dir)
         logdir = getattr(self.trainer, "log_dir", None) or "."
         return Path(logdir)
 
