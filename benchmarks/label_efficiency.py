@@ -1,0 +1,176 @@
+"""Label-efficiency study: does JEPA pretraining make track finding need fewer labels?
+
+For each pretraining variant: pretrain once per pretraining seed, then fine-tune on N labelled
+events (N in --labels) for a fixed number of steps with every arm (``finetune`` from the JEPA
+encoder, ``frozen`` JEPA encoder + head, ``scratch``), over several fine-tuning seeds, and test
+on one fixed held-out set. Pretraining events, fine-tuning events and test events are disjoint
+(train offsets 0, 100000 and the datamodule's fixed test range). Same seeds and step budgets for
+every arm. Prints JSON (one row per run) and a summary table (mean and min-max over seeds).
+
+    python benchmarks/label_efficiency.py --labels 1,10 --seeds 0,1,2 --pretrain-steps 800
+    python benchmarks/label_efficiency.py --variants '{"none": {"anti_collapse": "none"}}'
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gnn_jepa.data.datamodule import EventDataModule  # noqa: E402
+from gnn_jepa.models import JEPAPretraining, TrackFinding  # noqa: E402
+from gnn_jepa.models.jepa import ENCODER_ARGS  # noqa: E402
+
+
+def load_config(path):
+    cfg = yaml.safe_load(Path(path).read_text())
+    return cfg["model"]["init_args"], cfg["data"]
+
+
+def trainer(steps, out, accelerator, precision, val=False):
+    return pl.Trainer(max_steps=steps, accelerator=accelerator, devices=1, precision=precision,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False, default_root_dir=str(out),
+                      limit_val_batches=0 if not val else 1.0, num_sanity_val_steps=0,
+                      gradient_clip_val=1.0)
+
+
+def pretrain(model_args, data_args, overrides, steps, seed, out, accelerator, precision):
+    pl.seed_everything(seed, workers=True)
+    args = {**model_args, **overrides, "total_steps": steps, "mask_seed": seed}
+    model = JEPAPretraining(d_input=len(data_args.get("features", ["r", "phi", "z", "eta"])), **args)
+    dm = EventDataModule(**data_args)
+    t = trainer(steps, out, accelerator, precision)
+    t.fit(model, datamodule=dm)
+    path = Path(out) / "pretrained.ckpt"
+    t.save_checkpoint(path)
+    return str(path), model
+
+
+def finetune_and_test(ckpt, enc_args, data_args, mode, n_labels, seed, steps, out, accelerator,
+                      precision, ft_args):
+    pl.seed_everything(seed, workers=True)
+    data = {**data_args, "num_train": n_labels, "train_offset": 100000, "seed": data_args.get("seed", 0),
+            "batch_size": min(n_labels, data_args.get("batch_size", 2))}
+    dm = EventDataModule(**data)
+    model = TrackFinding(d_input=len(data_args.get("features", ["r", "phi", "z", "eta"])),
+                         pretrained=None if mode == "scratch" else ckpt, mode=mode,
+                         total_steps=steps, output_dir=str(out), **enc_args, **ft_args)
+    t = trainer(steps, out, accelerator, precision)
+    t.fit(model, datamodule=dm)
+    t.test(model, datamodule=dm, verbose=False)
+    m = model.test_summary["metrics"]
+    return {k: float(m[k]) for k in ("edge_auc", "edge_efficiency", "edge_purity", "trackml_score",
+                                     "dm_efficiency", "fake_rate", "duplicate_rate")}
+
+
+def summarize(rows):
+    table = {}
+    for r in rows:
+        table.setdefault((r["variant"], r["arm"], r["labels"]), []).append(r)
+    out = []
+    for (variant, arm, n), rs in sorted(table.items()):
+        row = {"variant": variant, "arm": arm, "labels": n, "runs": len(rs)}
+        for k in ("edge_auc", "trackml_score", "dm_efficiency", "fake_rate"):
+            v = np.array([r[k] for r in rs])
+            row[k] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+        out.append(row)
+    return out
+
+
+def markdown(summary):
+    lines = ["| pretraining | arm | labelled events | runs | edge AUC mean [min, max] | TrackML score mean [min, max] | DM eff. mean | fake rate mean |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        a, s = r["edge_auc"], r["trackml_score"]
+        lines.append(f"| {r['variant']} | {r['arm']} | {r['labels']} | {r['runs']} | "
+                     f"{a['mean']:.3f} [{a['min']:.3f}, {a['max']:.3f}] | "
+                     f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | "
+                     f"{r['dm_efficiency']['mean']:.3f} | {r['fake_rate']['mean']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrain-config", default=str(ROOT / "configs/pretrain/trackml_small.yaml"))
+    p.add_argument("--finetune-config", default=str(ROOT / "configs/finetune/trackml_small.yaml"))
+    p.add_argument("--variants", default='{"vicreg": {}}',
+                   help="JSON {name: JEPAPretraining overrides}")
+    p.add_argument("--pretrain-seeds", default="0")
+    p.add_argument("--pretrain-steps", type=int, default=800)
+    p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--labels", default="1,10")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default="finetune,scratch")
+    p.add_argument("--particles", type=int, default=None, help="override particles per event")
+    p.add_argument("--num-test", type=int, default=None)
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--precision", default="32-true")
+    p.add_argument("--out", default="runs/label_efficiency")
+    p.add_argument("--json", default=None, help="write the rows and summary to this file")
+    a = p.parse_args(argv)
+
+    torch.set_float32_matmul_precision("high")
+    pre_model, pre_data = load_config(a.pretrain_config)
+    ft_model, ft_data = load_config(a.finetune_config)
+    for d in (pre_data, ft_data):
+        if a.particles:
+            d["simulator"] = {**d.get("simulator", {}), "num_particles": a.particles}
+        if a.num_test:
+            d["num_test"] = a.num_test
+    enc_args = {k: pre_model[k] for k in ENCODER_ARGS if k in pre_model and k != "d_input"}
+    ft_args = {k: v for k, v in ft_model.items() if k not in ENCODER_ARGS and k not in
+               ("pretrained", "mode", "output_dir", "total_steps")}
+    variants = json.loads(a.variants)
+    arms = a.arms.split(",")
+    labels = [int(x) for x in a.labels.split(",")]
+    seeds = [int(x) for x in a.seeds.split(",")]
+    rows, t0 = [], time.time()
+    out = Path(a.out)
+
+    def record(variant, arm, n, seed, pseed, ckpt, pretrain_info):
+        run_dir = out / variant / f"p{pseed}" / f"{arm}_n{n}_s{seed}"
+        m = finetune_and_test(ckpt, enc_args, ft_data, arm, n, seed, a.finetune_steps, run_dir,
+                              a.accelerator, a.precision, ft_args)
+        row = {"variant": variant, "arm": arm, "labels": n, "seed": seed, "pretrain_seed": pseed,
+               **pretrain_info, **m}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if "scratch" in arms:
+        for n in labels:
+            for s in seeds:
+                record("none (random init)", "scratch", n, s, -1, None, {})
+    for name, overrides in variants.items():
+        for pseed in [int(x) for x in a.pretrain_seeds.split(",")]:
+            ckpt, model = pretrain(pre_model, pre_data, overrides, a.pretrain_steps, pseed,
+                                   out / name / f"p{pseed}", a.accelerator, a.precision)
+            info = {"pretrain_overrides": overrides}
+            for arm in [x for x in arms if x != "scratch"]:
+                for n in labels:
+                    for s in seeds:
+                        record(name, arm, n, s, pseed, ckpt, info)
+    summary = summarize(rows)
+    result = {"rows": rows, "summary": summary, "seconds": time.time() - t0,
+              "args": vars(a), "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    print(json.dumps({"summary": summary, "seconds": result["seconds"]}))
+    print(markdown(summary))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+import torch
+
+from gnn_jepa.data.datamodule import EventDataModule
+from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource, event_seed
+
+import pytest
+
+SIM = {"preset": "trackml", "num_particles": 15, "eta_range": [-2, 2]}
+
+
+def test_event_seed_is_stable_and_distinct():
+    assert event_seed(0, 1) == event_seed(0, 1)
+    assert len({event_seed(0, i) for i in range(100)}) == 100
+
+
+def test_cache_roundtrip_and_lazy_load(tmp_path):
+    src = EventSource("simulate", simulator=SIM, seed=3)
+    ds = EventDataset(src, [0, 1, 2], cache_dir=str(tmp_path))
+    first = ds[1]
+    files = sorted(ds.cache_path.glob("event_*.pt"))
+    assert [f.name for f in files] == ["event_000000001.pt"]  # only what was asked for
+    again = EventDataset(src, [0, 1, 2], cache_dir=str(tmp_path))[1]
+    assert torch.equal(first.pos, again.pos) and torch.equal(first.particle_id, again.particle_id)
+    assert not list(ds.cache_path.glob("*.tmp"))
+
+
+def test_corrupt_cache_file_names_the_file(tmp_path):
+    src = EventSource("simulate", simulator=SIM, seed=3)
+    ds = EventDataset(src, [0], cache_dir=str(tmp_path))
+    ds[0]
+    f = next(ds.cache_path.glob("event_*.pt"))
+    f.write_bytes(f.read_bytes()[:50])
+    with pytest.raises(CorruptCacheError, match=f.name):
+        EventDataset(src, [0], cache_dir=str(tmp_path))[0]
+
+
+def test_datamodule_splits_are_disjoint_and_fixed(tmp_path):
+    kw = dict(simulator=SIM, num_train=3, num_val=2, num_test=2, cache_dir=str(tmp_path), batch_size=1)
+    pre = EventDataModule(train_offset=0, **kw)
+    ft = EventDataModule(train_offset=100000, **kw)
+    ids = lambda loader: [int(b.event_id) for b in loader]  # noqa: E731
+    pre_train, ft_train = set(ids(pre.train_dataloader())), set(ids(ft.train_dataloader()))
+    val, test = ids(pre.val_dataloader()), ids(pre.test_dataloader())
+    assert not (pre_train & ft_train) and not (pre_train & set(val)) and not (set(val) & set(test))
+    assert ids(ft.val_dataloader()) == val and ids(ft.test_dataloader()) == test
+    b = next(iter(pre.train_dataloader()))
+    assert b.edge_index.shape[0] == 2 and b.edge_attr.shape[1] == 5 and b.y.shape[0] == b.edge_index.shape[1]
+
+
+def test_on_the_fly_never_repeats(tmp_path):
+    dm = EventDataModule(simulator=SIM, on_the_fly=True, batch_size=1, cache_dir=None)
+    it = iter(dm.train_dataloader())
+    seen = [int(next(it).event_id) for _ in range(4)]
+    assert seen == [0, 1, 2, 3]
+
+
+def test_bad_source():
+    with pytest.raises(ValueError, match="unknown event source"):
+        EventSource("hdf5")
+    with pytest.raises(ValueError, match="data_dir"):
+        EventSource("trackml")
