@@ -174,18 +174,9 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     n_neg = labels.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"roc_auc: needs both classes, got {n_pos} positives and {n_neg} negatives")
-    order = torch.argsort(scores)
-    sorted_scores = scores[order]
-    _, inverse, counts = torch.unique_consecutive(
-        sorted_scores, return_inverse=True, return_counts=True
-    )
-    # A tie group occupying sorted positions s..s+c-1 (0-based) gets rank s + (c + 1) / 2.
-    starts = torch.cumsum(counts, 0) - counts
-    group_rank = starts.double() + (counts.double() + 1.0) / 2.0
-    ranks = torch.empty_like(scores)
-    ranks[order] = group_rank[inverse]
-    r_pos = float(ranks[labels].sum())
-    return (r_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    # the rank statistic itself lives with the other tracking metrics
+    from gnn_jepa.tracking.metrics import roc_auc as _rank_auc
+    return _rank_auc(scores.cpu().numpy(), labels.cpu().numpy())
 
 
 def _pair_features(emb: Tensor, edges: Tensor, name: str) -> Tensor:
