@@ -61,31 +61,25 @@ def write_report(summary: dict, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     print(format_table(summary["metrics"]))
     (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
-    plot_efficiency(summary, out / "efficiency.png")
+    save_efficiency_plots(summary, out / "efficiency.png")
     return out
 
 
-def plot_efficiency(summary: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def save_efficiency_plots(summary: dict, path: str | Path) -> Path:
+    """Efficiency vs pT and vs eta side by side (:func:`gnn_jepa.viz.plot_efficiency`) -> PNG.
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "efficiency_vs_pt", r"$p_T$ [GeV]"),
-                           (axes[1], "efficiency_vs_eta", r"$\eta$")):
-        rows = [r for r in summary[key] if r["n"] > 0]
-        if rows:
-            centres = [0.5 * (r["lo"] + r["hi"]) for r in rows]
-            widths = [0.5 * (r["hi"] - r["lo"]) for r in rows]
-            eff = [r["efficiency"] for r in rows]
-            err = [np.sqrt(max(e * (1 - e), 1e-12) / r["n"]) for e, r in zip(eff, rows)]
-            ax.errorbar(centres, eff, xerr=widths, yerr=err, fmt="o", label="double-majority")
-        ax.set_xlabel(label)
-        ax.set_ylabel("tracking efficiency")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    axes[0].set_xscale("log")
+    Drawn on a bare :class:`~matplotlib.figure.Figure` (no pyplot), so it never switches the
+    caller's matplotlib backend (an in-process test run inside a notebook keeps its inline
+    figures).
+    """
+    from matplotlib.figure import Figure
+
+    from gnn_jepa.viz import plot_efficiency
+
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    plot_efficiency(summary["efficiency_vs_pt"], axes[0], by="pt")
+    plot_efficiency(summary["efficiency_vs_eta"], axes[1], by="eta")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return Path(path)
