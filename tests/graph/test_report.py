@@ -1,0 +1,30 @@
+"""The radius-scan report on a tiny simulated event."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("gnn_jepa.data.simulator")
+
+from gnn_jepa.graph.report import main  # noqa: E402
+
+
+def test_report_json_scan_is_monotone(capsys):
+    assert main(["--particles", "40", "--events", "1", "--radii", "0.05,0.2",
+                 "--max-num-neighbors", "0,3", "--w-eta", "0.1", "--w-r", "2e-4",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {(r["radius"], r["max_num_neighbors"]): r for r in out["rows"]}
+    small, large = rows[(0.05, None)], rows[(0.2, None)]
+    # A larger radius is a superset graph: never less efficient, never sparser.
+    assert large["efficiency_pt_min"] >= small["efficiency_pt_min"]
+    assert large["mean_degree"] > small["mean_degree"]
+    assert rows[(0.2, 3)]["mean_degree"] <= 6.0  # union of 3-nearest lists: degree <= 2k
+    q = out["radius_for_efficiency"]
+    assert 0 < q["0.95"] <= q["0.99"] <= q["0.995"]
+
+
+def test_report_rejects_bad_radii():
+    with pytest.raises(SystemExit):
+        main(["--radii", "0,0.1"])

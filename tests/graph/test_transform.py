@@ -1,0 +1,76 @@
+"""BuildGraph transform on small PyG Data objects."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import is_undirected
+
+from gnn_jepa.graph.edges import edge_features, edge_labels
+from gnn_jepa.graph.frames import GraphFrame
+from gnn_jepa.graph.radius import radius_graph
+from gnn_jepa.graph.transform import BuildGraph
+
+
+def small_event(seed: int = 0, n_tracks: int = 6) -> Data:
+    """Straight radial tracks through 5 layers plus 4 noise hits."""
+    g = torch.Generator().manual_seed(seed)
+    layers = torch.tensor([32.0, 72.0, 116.0, 172.0, 260.0])
+    phi0 = torch.rand(n_tracks, generator=g) * 2 * math.pi - math.pi
+    eta0 = torch.rand(n_tracks, generator=g) * 2 - 1
+    r = layers.repeat(n_tracks)
+    phi = phi0.repeat_interleave(5)
+    z = r * torch.sinh(eta0.repeat_interleave(5))
+    pos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], 1)
+    noise = torch.rand(4, 3, generator=g) * 200 - 100
+    pid = torch.cat([torch.arange(1, n_tracks + 1).repeat_interleave(5),
+                     torch.zeros(4, dtype=torch.long)])
+    order = torch.cat([torch.arange(5).repeat(n_tracks), torch.full((4,), -1)])
+    return Data(pos=torch.cat([pos, noise]), particle_id=pid, hit_order=order,
+                num_nodes=pos.shape[0] + 4)
+
+
+def test_build_graph_sets_edges_features_labels():
+    data = small_event()
+    t = BuildGraph(radius=0.3, kind="eta_phi", w_eta=1.0, w_phi=1.0, w_r=1e-3)
+    out = t(data.clone())
+    frame = GraphFrame("eta_phi", w_eta=1.0, w_phi=1.0, w_r=1e-3)
+    ref = radius_graph(frame.coords(data.pos), 0.3, periods=frame.periods)
+    assert torch.equal(out.edge_index, ref)
+    assert torch.equal(out.edge_attr, edge_features(data.pos, ref))
+    assert torch.equal(out.y, edge_labels(data.particle_id, ref))
+    assert out.edge_index.shape[1] > 0 and out.y.sum() > 0
+    assert is_undirected(out.edge_index)  # edge_attr is antisymmetric by design
+
+
+def test_build_graph_without_truth_and_without_pos():
+    data = small_event()
+    del data.particle_id
+    out = BuildGraph(radius=0.3)(data)
+    assert out.y is None and out.edge_attr.shape == (out.edge_index.shape[1], 5)
+    with pytest.raises(ValueError, match="'pos'"):
+        BuildGraph()(Data(x=torch.zeros(3, 1)))
+
+
+def test_build_graph_batch_never_mixes_events():
+    a, b = small_event(1), small_event(2)
+    batch = Batch.from_data_list([a, b])
+    out = BuildGraph(radius=0.3, kind="cylindrical", w_r=1e-3, w_z=1e-3)(batch)
+    src_graph = out.batch[out.edge_index[0]]
+    assert torch.equal(src_graph, out.batch[out.edge_index[1]])
+    single = BuildGraph(radius=0.3, kind="cylindrical", w_r=1e-3, w_z=1e-3)(a.clone())
+    first = out.edge_index[:, src_graph == 0]
+    assert torch.equal(first, single.edge_index)
+
+
+def test_build_graph_cap_and_repr():
+    t = BuildGraph(radius=0.5, kind="eta_phi", w_eta=1.0, w_r=1e-3, max_num_neighbors=2,
+                   undirected=False)
+    out = t(small_event())
+    assert int(torch.bincount(out.edge_index[1]).max()) <= 2
+    assert repr(t) == ("BuildGraph(radius=0.5, frame=GraphFrame('eta_phi', w_eta=1, w_phi=1, "
+                       "w_r=0.001), max_num_neighbors=2, undirected=False)")
+    with pytest.raises(ValueError, match="radius"):
+        BuildGraph(radius=-1.0)
