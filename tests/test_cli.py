@@ -58,6 +58,14 @@ def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config):
     m = summary["metrics"]
     assert 0.0 <= m["trackml_score"] <= 1.0 and m["num_events"] == 2
     assert (tmp_path / "out" / "efficiency.png").stat().st_size > 0
+    main(["predict", "--config", str(ROOT / config), "--model.pretrained", ck, *enc, "--ckpt_path", ft,
+          "--model.output_dir", str(tmp_path / "out"), *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
+    subs = sorted((tmp_path / "out" / "submission").glob("event*-submission.csv"))
+    assert len(subs) == 2
+    import pandas as pd
+    sub = pd.read_csv(subs[0])
+    assert list(sub.columns) == ["hit_id", "track_id"]
+    assert sub["hit_id"].is_unique and (sub["track_id"] >= 0).all()
 
 
 def test_wandb_logger_config_runs_offline(tmp_path, monkeypatch):
