@@ -156,7 +156,8 @@ class TrackFinding(pl.LightningModule):
         r = torch.hypot(data.pos[:, 0], data.pos[:, 1])
         return build_tracks(data.num_nodes, data.edge_index, scores, threshold=self.hparams.threshold,
                             min_hits=self.hparams.min_hits, method=self.hparams.building,
-                            order_key=torch.hypot(r, data.pos[:, 2]))
+                            order_key=torch.hypot(r, data.pos[:, 2]),
+                            cc_method="torch" if data.pos.is_cuda else "scipy")
 
     def test_step(self, batch, batch_idx):
         logits = self(batch)

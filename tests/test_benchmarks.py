@@ -1,0 +1,254 @@
+"""Smoke tests of the performance benchmarks (tiny sizes; never an assertion on speed).
+
+They check that each benchmark runs end to end on the CPU, that its JSON has the keys and
+sane values the GPU suite's summary reads, and that the measuring helpers measure what
+they claim (exponent fit, peak memory, the training step's EMA, track counts).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+TINY = ["--d-model", "16", "--n-layers", "1", "--threads", "1"]
+
+
+def _load(name: str):
+    """Import benchmarks/<name>.py (not a package) under a unique module name."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the benchmarks import train_step as a helper
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ts = _load("train_step")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """``--threads 1`` sets torch's global thread count: give it back after each test."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _run_main(mod, argv, capsys) -> dict:
+    assert mod.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------- helpers
+def test_fit_exponent_recovers_power_laws():
+    x = [1e3, 1e4, 5e4, 1e5]
+    assert ts.fit_exponent(x, [3 * v**1.5 for v in x]) == pytest.approx(1.5, abs=1e-3)
+    assert ts.fit_exponent(x, [0.2 * v for v in x]) == pytest.approx(1.0, abs=1e-3)
+    assert ts.fit_exponent([1e4], [5.0]) is None  # one point: no slope
+    assert ts.fit_exponent([1e4, 1e4], [5.0, 6.0]) is None  # one distinct x
+    # missing or non-positive values are skipped, not fitted as log(0)
+    assert ts.fit_exponent([1e3, 1e4, 1e5], [None, 2.0, 20.0]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_scaling_fits_only_sizes_from_fit_from():
+    # quadratic below 10k hits, linear from 10k: the fit must see only the linear part
+    rows = [{"mode": "fp32", "target_hits": h, "hits": h, "edges": 7 * h,
+             "ms_median": (h / 1e3) ** 2 if h < 10_000 else h / 1e2, "step_mib": h / 1e3}
+            for h in (1000, 2000, 5000, 10_000, 20_000, 50_000)]
+    rows.append({"mode": "bf16", "target_hits": 10_000, "hits": 10_000, "edges": 1,
+                 "error": "OOM"})  # a failed row has no time: ignored
+    # another graph of the same mode is fitted apart: time ~ hits^2 there
+    rows += [{"mode": "fp32", "graph": "k6", "target_hits": h, "hits": h, "edges": h,
+              "ms_median": (h / 1e3) ** 2} for h in (10_000, 20_000)]
+    sc = ts.scaling(rows, fit_from=10_000)
+    fp = sc["fp32/config"]
+    assert fp["points"] == 3
+    assert fp["hits_range"] == [10_000, 50_000]
+    assert fp["time_vs_hits"] == pytest.approx(1.0, abs=1e-3)
+    assert fp["time_vs_edges"] == pytest.approx(1.0, abs=1e-3)
+    assert fp["memory_vs_hits"] == pytest.approx(1.0, abs=1e-3)
+    assert sc["fp32/k6"]["time_vs_hits"] == pytest.approx(2.0, abs=1e-3)
+    assert sc["fp32/k6"]["memory_vs_hits"] is None  # no memory figures
+    assert sc["bf16/config"]["points"] == 0 and sc["bf16/config"]["time_vs_hits"] is None
+
+
+def test_config_and_argument_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="nowhere.yaml"):
+        ts.load_config(tmp_path / "nowhere.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {max_steps: 1}\n")
+    with pytest.raises(ValueError, match="model.init_args"):
+        ts.load_config(bad)
+    with pytest.raises(ValueError, match="fp16"):
+        ts.parse_modes("fp32,fp16")
+    with pytest.raises(ValueError, match="--hits"):
+        ts.parse_sizes("10k")
+    with pytest.raises(ValueError, match="max-neighbors"):
+        ts.bench_graph({}, -1)
+    with pytest.raises(ValueError, match="max-neighbors"):
+        ts.parse_caps("0,six")
+    assert ts.parse_caps("0,6") == [0, 6]
+    assert [ts.graph_label(c) for c in (0, 6)] == ["config", "k6"]
+    cfg = ts.load_config(ts.DEFAULT_PRETRAIN_CONFIG)
+    assert ts.bench_graph(cfg["graph"], 6) == {**cfg["graph"], "max_num_neighbors": 6}
+    assert ts.bench_graph(cfg["graph"], 0) == cfg["graph"]
+    assert ts.mode_flags("bf16+compile") == (True, True)
+    assert ts.mode_flags("fp32") == (False, False)
+
+
+def test_peak_memory_cpu_sees_a_torch_allocation():
+    mem = ts.PeakMemory(torch.device("cpu"))
+    mem.start()
+    big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB, touched
+    del big
+    got = mem.stop()
+    if got["memory_kind"] == "unavailable":
+        pytest.skip("this kernel does not allow resetting the peak RSS")
+    assert got["memory_kind"] == "cpu_peak_rss"
+    assert 200 <= got["step_mib"] <= 400
+    assert got["peak_mib"] >= got["step_mib"]
+
+
+def test_jepa_step_trains_and_updates_the_ema_like_lightning():
+    cfg = ts.load_config(ts.DEFAULT_PRETRAIN_CONFIG)
+    args = {**cfg["model"], "d_model": 16, "n_layers": 1, "heads": 2, "d_embedding": 8}
+    graph = ts.bench_graph(cfg["graph"], 6)
+    dev = torch.device("cpu")
+    _, _, data = next(iter(ts.make_events(cfg["simulator"], [400], 3, graph, dev)))
+    batch = ts.as_batch(data)
+    torch.manual_seed(0)
+    model, opt, sched = ts.make_model(args, dev)
+    ctx0 = [p.detach().clone() for p in model.context_encoder.parameters()]
+    tgt0 = [p.detach().clone() for p in model.target_encoder.parameters()]
+    lr0 = sched.get_last_lr()
+    ticks = []
+    loss = ts.jepa_step(model, opt, sched, batch, 0, bf16=False, clip=1.0,
+                        tick=lambda: ticks.append(1))
+    assert math.isfinite(float(loss))
+    assert len(ticks) == len(ts.PHASES) + 1
+    ctx1 = [p.detach() for p in model.context_encoder.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(ctx0, ctx1)), "the optimizer did not step"
+    assert all(p.grad is None for p in model.parameters()), "gradients not zeroed"
+    assert sched.get_last_lr() != lr0  # warm-up schedule advanced one step
+    m = model.momentum(0)
+    for t0, c1, t1 in zip(tgt0, ctx1, model.target_encoder.parameters()):
+        torch.testing.assert_close(t1, m * t0 + (1 - m) * c1)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+def test_train_step_benchmark_json(capsys, tmp_path):
+    out = tmp_path / "ts.json"
+    doc = _run_main(ts, ["--device", "cpu", "--hits", "300,600", "--modes", "fp32",
+                         "--warmup", "1", "--steps", "2", "--phase-steps", "1", "--heads", "2",
+                         "--d-embedding", "8", "--fit-from", "300", "--out", str(out), *TINY],
+                    capsys)
+    assert json.loads(out.read_text()) == doc  # --out holds the same document
+    assert doc["benchmark"] == "train_step" and doc["env"]["device"] == "cpu"
+    cfg = ts.load_config(ts.DEFAULT_PRETRAIN_CONFIG)
+    assert doc["config"]["graphs"] == {"config": cfg["graph"]}
+    rows = doc["rows"]
+    assert [(r["mode"], r["graph"], r["target_hits"]) for r in rows] == [
+        ("fp32", "config", 300), ("fp32", "config", 600)]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert 0.5 * r["target_hits"] < r["hits"] < 1.5 * r["target_hits"]
+        assert r["edges"] > r["hits"]
+        assert 0 < r["ms_min"] <= r["ms_median"]
+        assert r["finite"] and r["loss"] > 0
+        assert set(r["phases_ms_median"]) == set(ts.PHASES)
+        assert r["host_syncs_per_step"] is None  # CUDA only
+        assert r["memory_kind"] in ("cpu_peak_rss", "unavailable")
+    assert rows[0]["hits"] < rows[1]["hits"]
+    sc = doc["scaling"]["fp32/config"]
+    assert sc["points"] == 2 and isinstance(sc["time_vs_hits"], float)
+
+
+def test_inference_benchmark_matches_direct_track_building(capsys):
+    inf = _load("inference")
+    doc = _run_main(inf, ["--device", "cpu", "--hits", "500", "--modes", "fp32", "--warmup", "1",
+                          "--repeat", "2", "--heads", "2", "--max-neighbors", "0,6", *TINY], capsys)
+    assert [r["graph"] for r in doc["rows"]] == ["config", "k6"]
+    assert doc["config"]["cc_method"] == "scipy"
+
+    from gnn_jepa.graph.edges import edge_labels
+    from gnn_jepa.graph.transform import BuildGraph
+    from gnn_jepa.tracking.building import build_tracks
+
+    cfg = ts.load_config(inf.DEFAULT_FINETUNE_CONFIG)
+    for row, cap in zip(doc["rows"], (0, 6)):
+        assert "error" not in row, row.get("error")
+        assert set(row["stages_ms_median"]) == set(inf.STAGES)
+        assert all(v > 0 for v in row["stages_ms_median"].values())
+        assert row["graph_deterministic"] and row["track_scores"] == "truth"
+        # the same event, graph and truth-scored tracks computed directly
+        data = ts.simulate_data(cfg["simulator"], row["particles"], 1)
+        g = BuildGraph(**ts.bench_graph(cfg["graph"], cap))(data.clone())
+        y = edge_labels(data.particle_id, g.edge_index)
+        tid = build_tracks(data.num_nodes, g.edge_index, y.float(), threshold=0.5, min_hits=3)
+        assert row["hits"] == data.num_nodes
+        assert row["edges"] == g.edge_index.shape[1]
+        assert row["kept_edges"] == int(y.sum())
+        assert row["tracks"] == int(tid.max()) + 1
+        assert row["hits_in_tracks"] == int((tid >= 0).sum())
+    assert doc["rows"][1]["edges"] < doc["rows"][0]["edges"]  # k6 is sparser than the config's
+
+
+def test_dataloader_benchmark_json(capsys):
+    dl = _load("dataloader")
+    doc = _run_main(dl, ["--device", "cpu", "--hits", "300", "--workers", "0", "--events", "2",
+                         "--warmup", "1", "--steps", "2", *TINY], capsys)
+    rows = doc["rows"]
+    assert [(r["loader"], r["num_workers"]) for r in rows] == [
+        ("preloaded", None), ("cached", 0), ("on_the_fly", 0)]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert 0.0 <= r["data_fraction"] <= 1.0
+        assert r["steps"] == 2 and r["ms_per_step_median"] > 0
+        assert r["slowdown_vs_preloaded"] > 0
+    assert rows[0]["slowdown_vs_preloaded"] == 1.0
+    assert 150 < rows[0]["mean_hits"] < 450 and rows[0]["mean_edges"] > rows[0]["mean_hits"]
+    assert rows[1]["cache_build_s"] >= 0
+
+
+def test_gpu_suite_script_parses():
+    subprocess.run(["bash", "-n", str(BENCH / "gpu_suite.sh")], check=True)
+
+
+# ---------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_gpu_suite_smoke_run_on_cpu(tmp_path):
+    """The whole suite, tiny and on the CPU: every step ends and the summary is complete."""
+    env = {**os.environ, "GPU_SUITE_SMOKE": "1", "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_suite.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["dataloader.json", "inference.json", "radius_graph_large.json",
+                     "radius_graph_small.json", "suite.log", "summary.json",
+                     "train_step.json"]  # <= 8: what the device tool brings back
+    for key in ("inference", "train_step", "dataloader", "radius_graph"):
+        assert isinstance(summary[key], list) and summary[key], (key, summary[key])
+        assert all(not r.get("error") for r in summary[key]), summary[key]
+    assert "TIMED OUT" not in (tmp_path / "suite.log").read_text()
+
+
+@pytest.mark.slow
+def test_train_step_compile_on_cpu(capsys):
+    doc = _run_main(ts, ["--device", "cpu", "--hits", "300,600", "--modes", "fp32+compile",
+                         "--warmup", "2", "--steps", "2", "--phase-steps", "1", "--heads", "2",
+                         "--d-embedding", "8", *TINY], capsys)
+    for r in doc["rows"]:
+        assert "error" not in r, r.get("error")
+        assert r["finite"] and r["graphs_compiled_while_timed"] == 0
+    assert doc["rows"][0]["graphs_compiled"] >= 1 and doc["rows"][0]["compile_s_est"] > 0
