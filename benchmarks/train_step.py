@@ -9,7 +9,7 @@ itself:
    ``--bf16``, which is what Lightning's ``precision: bf16-mixed`` does);
 3. ``loss.backward()``, gradient-norm clipping (the config's ``gradient_clip_val``);
 4. AdamW ``step`` + LR-scheduler step from ``model.configure_optimizers()``, ``zero_grad``;
-5. ``model.on_train_batch_end`` (the EMA update of the target encoder).
+5. ``model.ema_update`` (the EMA update of the target encoder).
 
 Events are simulated (``trackml`` preset, exact particle counts chosen from a calibrated
 hits-per-particle ratio to hit the ``--hits`` targets) and their graph is built once, on
@@ -444,7 +444,7 @@ def jepa_step(model, optimizer, scheduler, batch, step: int, *, bf16: bool,
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     tick()
-    model.on_train_batch_end(out, batch, step)
+    model.ema_update(step)
     tick()
     return loss.detach()
 

@@ -47,6 +47,21 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to a temp file in the same folder, then rename (see :func:`atomic_torch_save`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 class CorruptCacheError(RuntimeError):
     """A cached event file could not be read."""
 
@@ -137,7 +152,8 @@ class EventDataset(Dataset):
             self.cache_path.mkdir(parents=True, exist_ok=True)
             meta = self.cache_path / "recipe.json"
             if not meta.exists():
-                meta.write_text(json.dumps(recipe, indent=1, default=str))
+                # atomic: concurrent writers (DDP ranks, parallel jobs) never see half a file
+                atomic_write_text(json.dumps(recipe, indent=1, default=str), meta)
 
     def __len__(self) -> int:
         return len(self.indices)

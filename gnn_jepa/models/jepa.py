@@ -190,14 +190,20 @@ class JEPAPretraining(pl.LightningModule):
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # EMA after the optimizer step; momentum of the step just taken.
-        m = self.momentum(max(self.global_step - 1, 0))
-        with torch.no_grad():
-            tgt = [p for p in self.target_encoder.parameters()]
-            src = [p.detach() for p in self.context_encoder.parameters()]
-            torch._foreach_mul_(tgt, m)
-            torch._foreach_add_(tgt, src, alpha=1.0 - m)
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # EMA right after the optimizer step, before any callback (a step checkpoint must
+        # hold this step's EMA) and once per optimizer step (gradient accumulation).
+        self.ema_update(self.global_step)
+
+    @torch.no_grad()
+    def ema_update(self, step: int) -> None:
+        """target <- m * target + (1 - m) * context, with m = momentum(step)."""
+        m = self.momentum(step)
+        tgt = [p for p in self.target_encoder.parameters()]
+        src = [p.detach() for p in self.context_encoder.parameters()]
+        torch._foreach_mul_(tgt, m)
+        torch._foreach_add_(tgt, src, alpha=1.0 - m)
 
     # ------------------------------------------------------------------ validation & probes
     def validation_step(self, batch, batch_idx):

@@ -66,7 +66,7 @@ def test_ema_update_follows_momentum(toy_batch):
     before = [p.clone() for p in model.target_encoder.parameters()]
     ctx = [p.clone() for p in model.context_encoder.parameters()]
     m = model.momentum(0)
-    model.on_train_batch_end(None, toy_batch, 0)
+    model.ema_update(0)
     for b, c, a in zip(before, ctx, model.target_encoder.parameters()):
         torch.testing.assert_close(a, m * b + (1 - m) * c)
 

@@ -1,0 +1,298 @@
+"""Bad input, end to end: every problem gets a clear error naming it, or a documented counted skip,
+and nothing is left half-written on disk.
+
+The corpus is generated here from small simulated events written as TrackML CSV and then
+damaged; it is read the way training reads it (``EventDataModule(source="trackml")`` ->
+``EventDataset`` -> on-disk cache -> DataLoader), not only through ``trackml.read_event``.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+
+from gnn_jepa.cli import CheckpointMismatchError, main
+from gnn_jepa.data import trackml
+from gnn_jepa.data.datamodule import EventDataModule
+from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource, atomic_torch_save
+from gnn_jepa.data.event import Event
+from gnn_jepa.data.simulator import Simulator
+from gnn_jepa.data.trackml import TrackMLFormatError, write_event
+from gnn_jepa.models import JEPAPretraining
+from gnn_jepa.models.track_finding import PretrainedLoadError, TrackFinding
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_EVENTS = 3
+GRAPH = {"kind": "eta_phi", "radius": 0.05, "w_r": 0.0}
+TINY_MODEL = dict(d_model=16, d_embedding=8, n_layers=1, heads=2, d_predictor=16, predictor_layers=1)
+
+
+def simulate(n_particles: int, event_id: int) -> Event:
+    sim = Simulator.from_preset("trackml", num_particles=n_particles, eta_range=(-2.0, 2.0))
+    return sim.simulate(seed=event_id, event_id=event_id)
+
+
+@pytest.fixture(scope="module")
+def good_events() -> list[Event]:
+    return [simulate(15, 1000 + i) for i in range(NUM_EVENTS)]
+
+
+@pytest.fixture
+def data_dir(tmp_path, good_events) -> Path:
+    d = tmp_path / "events"
+    d.mkdir()
+    for ev in good_events:
+        write_event(ev, d)
+    return d
+
+
+def datamodule(data_dir: Path, cache: Path | None, **kw) -> EventDataModule:
+    args = dict(source="trackml", data_dir=str(data_dir), num_train=NUM_EVENTS, num_val=0, num_test=0,
+                batch_size=2, graph=GRAPH, cache_dir=None if cache is None else str(cache))
+    return EventDataModule(**{**args, **kw})
+
+
+def leftovers(*dirs: Path) -> list[Path]:
+    """Temporary files (of atomic writes) left anywhere under ``dirs``."""
+    return [p for d in dirs if d.exists() for p in d.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------- damaged CSV corpus
+def _edit(path: Path, fn) -> None:
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fn(df).to_csv(path, index=False)
+
+
+def _set(col: str, row: int, value: str):
+    def fn(df):
+        df.loc[row, col] = value
+        return df
+    return fn
+
+
+# name -> (table, edit, [fragments the message must contain])
+CORPUS = {
+    "nan_coordinate": ("hits", _set("x", 3, "nan"), ["column 'x'", "row 3", "non-finite value nan"]),
+    "inf_coordinate": ("hits", _set("z", 0, "inf"), ["column 'z'", "row 0", "non-finite value inf"]),
+    "empty_event": ("hits", lambda df: df.iloc[:0], ["no hits"]),
+    "missing_column": ("hits", lambda df: df.drop(columns=["y"]), ["missing column(s) ['y']"]),
+    "duplicate_hit_id": ("hits", lambda df: df.assign(hit_id=df["hit_id"].where(df.index != 5, df["hit_id"][2])),
+                         ["duplicate hit_id", "rows 2 and 5"]),
+    "truth_not_matching_hits": ("truth", lambda df: df.drop(index=4),
+                                ["truth rows must list the hits", "is in hits but not in truth"]),
+    "wrong_dtype_id": ("hits", _set("volume_id", 2, "8.5"), ["column 'volume_id'", "row 2", "'8.5'",
+                                                             "not a 64-bit integer"]),
+    "wrong_dtype_float": ("hits", _set("x", 1, "12,5"), ["column 'x'", "row 1", "'12,5'", "not a number"]),
+    "unknown_particle": ("truth", _set("particle_id", 0, "999999999"), ["particle_id 999999999",
+                                                                        "absent from"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_bad_csv_event_is_named_and_leaves_nothing_half_written(tmp_path, data_dir, case):
+    part, edit, fragments = CORPUS[case]
+    bad = data_dir / f"event{1001:09d}-{part}.csv"
+    original = bad.read_bytes()
+    _edit(bad, edit)
+    cache = tmp_path / "cache"
+    dm = datamodule(data_dir, cache)
+    with pytest.raises(TrackMLFormatError) as err:
+        dm.prepare_data()  # caches every event: event 1000 first, then the bad 1001
+    msg = str(err.value)
+    assert bad.name in msg, msg  # names the file (and so the event)
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in {msg!r}"
+    cached = sorted(p.name for p in cache.rglob("event_*.pt"))
+    assert cached == ["event_000000000.pt"]  # the good event before it; nothing for the bad one
+    assert not leftovers(cache, data_dir)
+    # the same through the dataset with the memory-only cache
+    with pytest.raises(TrackMLFormatError, match=bad.name):
+        EventDataset(EventSource("trackml", data_dir=str(data_dir)), [1])[0]
+    # repaired, the same cache completes
+    bad.write_bytes(original)
+    datamodule(data_dir, cache).prepare_data()
+    assert len(list(cache.rglob("event_*.pt"))) == NUM_EVENTS
+
+
+def test_missing_events_are_named(data_dir, tmp_path):
+    dm = datamodule(data_dir, tmp_path / "cache", num_train=NUM_EVENTS + 2)
+    with pytest.raises(IndexError, match=rf"event index {NUM_EVENTS} but .* holds {NUM_EVENTS} events"):
+        dm.prepare_data()
+    (data_dir / f"event{1002:09d}-truth.csv").unlink()
+    with pytest.raises(TrackMLFormatError, match="missing truth file for event 1002"):
+        datamodule(data_dir, tmp_path / "cache2").prepare_data()
+
+
+# ----------------------------------------------------------------------- too small to mask: counted skip
+def _truncate(ev: Event, n_hits: int) -> Event:
+    hits, truth = ev.hits.iloc[:n_hits], ev.truth.iloc[:n_hits]
+    particles = ev.particles[ev.particles["particle_id"].isin(truth["particle_id"])]
+    return Event(hits=hits.reset_index(drop=True), truth=truth.reset_index(drop=True),
+                 particles=particles.reset_index(drop=True), event_id=ev.event_id)
+
+
+def test_events_without_valid_targets_are_counted_skips(tmp_path, good_events):
+    """A one-hit event and a 12-hit event: no target region can reach min_target_hits=5 x K=4.
+
+    The masker marks both graphs invalid and counts them; the JEPA step returns a zero loss
+    that still has a graph (Lightning's backward needs one), and a fit runs through.
+    """
+    d = tmp_path / "small"
+    d.mkdir()
+    write_event(_truncate(good_events[0], 1), d)
+    write_event(_truncate(good_events[1], 12), d)
+    dm = datamodule(d, tmp_path / "cache", num_train=2)
+    dm.prepare_data()
+    batch = next(iter(dm.train_dataloader()))
+    assert sorted(torch.bincount(batch.batch).tolist()) == [1, 12]
+
+    pl.seed_everything(0)
+    model = JEPAPretraining(**TINY_MODEL, masker={"num_targets": 4, "min_target_hits": 5})
+    masks = model.masker(batch, model.mask_generator(0))
+    assert masks.num_skipped == 2 and not masks.graph_valid.any()
+    assert masks.num_regions == 0 and not masks.context.any() and (masks.target_region < 0).all()
+    loss = model.training_step(batch, 0)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None for g in grads)
+    assert all(torch.count_nonzero(g) == 0 for g in grads if g is not None)
+
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="skip")
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=logger, log_every_n_steps=1,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         limit_val_batches=0)
+    trainer.fit(model, dm)
+    assert trainer.global_step == 2
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    skipped = [float(r["train/skipped_events"]) for r in rows if r.get("train/skipped_events")]
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert skipped == [2.0, 2.0] and losses == [0.0, 0.0]
+
+
+# ----------------------------------------------------------------------- the on-disk cache
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_corrupt_cache_file_raises_naming_the_file(tmp_path, data_dir, damage):
+    cache = tmp_path / "cache"
+    dm = datamodule(data_dir, cache)
+    dm.prepare_data()
+    f = sorted(cache.rglob("event_*.pt"))[1]
+    good = torch.load(f, weights_only=False)
+    raw = f.read_bytes()
+    f.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": b"\x00not a pickle" * 8}[damage])
+    loader = datamodule(data_dir, cache, batch_size=1).train_dataloader()
+    with pytest.raises(CorruptCacheError) as err:
+        for _ in loader:
+            pass
+    assert str(f) in str(err.value) and "delete it to rebuild it" in str(err.value)
+    f.unlink()  # as the message says: rebuilt identically on the next access
+    again = datamodule(data_dir, cache).train_dataloader().dataset[1]
+    assert torch.equal(again.pos, good.pos) and torch.equal(again.edge_index, good.edge_index)
+
+
+def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    """A write that dies half-way (disk full, ...) leaves neither the file nor its temp file."""
+    def half_save(obj, fh, *a, **k):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", half_save)
+    target = tmp_path / "cache" / "event_000000007.pt"
+    with pytest.raises(OSError, match="No space left"):
+        atomic_torch_save({"a": 1}, target)
+    assert not target.exists() and not leftovers(tmp_path)
+    monkeypatch.undo()
+    src = EventSource("simulate", simulator={"preset": "trackml", "num_particles": 5}, seed=1)
+    ds = EventDataset(src, [0], cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(OSError):
+        ds[0]
+    assert not list(ds.cache_path.glob("event_*")) and not leftovers(tmp_path)
+    assert (ds.cache_path / "recipe.json").is_file()
+
+
+def test_failed_event_write_leaves_no_partial_event(tmp_path, good_events, monkeypatch):
+    """write_event stages all tables and renames them only when every one was written."""
+    real = trackml._write_csv
+    calls = []
+
+    def failing(df, path, compress):
+        calls.append(path)
+        if len(calls) == 2:  # the truth table, after hits was written in full
+            real(df.iloc[:3], path, compress)
+            raise OSError(5, "Input/output error")
+        return real(df, path, compress)
+    monkeypatch.setattr(trackml, "_write_csv", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        write_event(good_events[0], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------- checkpoints and configs
+def _jepa_checkpoint(path: Path, cli: bool = True, **hp) -> Path:
+    """A checkpoint with the layout ``gnn-jepa fit`` writes (LightningCLI adds ``_class_path``),
+    or (``cli=False``) a plain ``Trainer`` writes."""
+    pl.seed_everything(0)
+    model = JEPAPretraining(**{**TINY_MODEL, **hp})
+    hparams = dict(model.hparams)
+    if cli:
+        hparams = {"_class_path": "gnn_jepa.models.JEPAPretraining", **hparams,
+                   "_instantiator": "lightning.pytorch.cli.instantiate_module"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams, "global_step": 0}, path)
+    return path
+
+
+def test_pretrained_checkpoint_of_another_config_is_refused(tmp_path):
+    ck = _jepa_checkpoint(tmp_path / "jepa_d16.ckpt")
+    enc = {k: TINY_MODEL[k] for k in ("d_embedding", "n_layers", "heads")}
+    with pytest.raises(PretrainedLoadError) as err:
+        TrackFinding(d_model=32, pretrained=str(ck), **enc)
+    msg = str(err.value)
+    assert str(ck) in msg and "'d_model': (16, 32)" in msg
+    ok = TrackFinding(d_model=16, pretrained=str(ck), **enc)  # the matching config loads
+    sd = torch.load(ck, weights_only=False)["state_dict"]
+    assert torch.equal(ok.encoder.input_proj.weight, sd["target_encoder.input_proj.weight"])
+    with pytest.raises(PretrainedLoadError, match="no 'target_encoder.\\*' weights"):
+        torch.save({"state_dict": {"head.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
+        TrackFinding(d_model=16, pretrained=str(tmp_path / "other.ckpt"), **enc)
+
+
+@pytest.mark.parametrize("ckpt", ["file", "plain_trainer_file", "last"])
+def test_fit_ckpt_path_of_another_config_is_refused_before_training(tmp_path, ckpt):
+    """``--ckpt_path <file>``: LightningCLI would silently build the checkpoint's d_model=16
+    instead of the given 32; ``--ckpt_path last`` (not parsed by LightningCLI) and a plain
+    Trainer's checkpoint (which LightningCLI cannot parse) would fail inside Lightning's
+    state_dict loading. All are refused up front, naming the file and the setting."""
+    # default_root_dir/last.ckpt: what "last" finds
+    ck = _jepa_checkpoint(tmp_path / "last.ckpt", cli=ckpt != "plain_trainer_file")
+    args = ["fit", "--config", str(ROOT / "configs/pretrain/trackml_small.yaml"),
+            "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.max_steps", "1",
+            "--trainer.default_root_dir", str(tmp_path), "--data.cache_dir", str(tmp_path / "cache"),
+            "--ckpt_path", "last" if ckpt == "last" else str(ck)]
+    small = [f"--model.init_args.{k}={v}" for k, v in TINY_MODEL.items() if k != "d_model"]
+    with pytest.raises(CheckpointMismatchError) as err:
+        main([*args, *small, "--model.init_args.d_model", "32"])
+    msg = str(err.value)
+    assert str(ck) in msg
+    if ckpt == "file":
+        assert "d_model: 16 vs 32" in msg
+    else:
+        assert "'d_model': (16, 32)" in msg and "context_encoder.input_proj.weight" in msg
+    assert not (tmp_path / "cache").exists()  # refused before any data was prepared
+
+
+@pytest.mark.parametrize("section,key", [("model", "d_modle"), ("data", "num_trian"), ("trainer", "max_step")])
+def test_unknown_config_key_exits_nonzero_naming_it(tmp_path, capsys, section, key):
+    import yaml
+    cfg = yaml.safe_load((ROOT / "configs/pretrain/trackml_small.yaml").read_text())
+    target = cfg[section]["init_args"] if section == "model" else cfg[section]
+    target[key] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(bad)])
+    assert exit_.value.code not in (0, None)
+    assert key in capsys.readouterr().err
