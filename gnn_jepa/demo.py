@@ -27,17 +27,20 @@ def run(out: str = "demo_out", pretrain_steps: int = 150, finetune_steps: int = 
     print(f"[demo] 1/3 JEPA pretraining ({pretrain_steps} steps) -> {out_dir / 'pretrain'}", flush=True)
     cli(["fit", "--config", "configs/pretrain/trackml_small.yaml",
          "--trainer.max_steps", str(pretrain_steps),
-         "--trainer.default_root_dir", str(out_dir / "pretrain")])
+         "--trainer.default_root_dir", str(out_dir / "pretrain"),
+         "--trainer.logger.init_args.save_dir", str(out_dir / "pretrain")])
     ckpt = _last_ckpt(out_dir / "pretrain")
     print(f"[demo] 2/3 fine-tuning from {ckpt} ({finetune_steps} steps)", flush=True)
     cli(["fit", "--config", "configs/finetune/trackml_small.yaml", "--model.pretrained", ckpt,
          "--trainer.max_steps", str(finetune_steps),
-         "--trainer.default_root_dir", str(out_dir / "finetune")])
+         "--trainer.default_root_dir", str(out_dir / "finetune"),
+         "--trainer.logger.init_args.save_dir", str(out_dir / "finetune")])
     ft = _last_ckpt(out_dir / "finetune")
     print(f"[demo] 3/3 test on held-out events with {ft}", flush=True)
     cli(["test", "--config", "configs/finetune/trackml_small.yaml", "--model.pretrained", ckpt,
          "--ckpt_path", ft, "--model.output_dir", str(out_dir / "test"),
-         "--trainer.default_root_dir", str(out_dir / "finetune")])
+         "--trainer.default_root_dir", str(out_dir / "finetune"),
+         "--trainer.logger.init_args.save_dir", str(out_dir / "finetune")])
     print(f"[demo] done in {time.time() - t0:.0f} s; metrics and plots in {out_dir / 'test'}")
     return {"pretrain_ckpt": ckpt, "finetune_ckpt": ft}
 
