@@ -150,9 +150,14 @@ class TrackFinding(pl.LightningModule):
             self.log(f"val/edge_{k}", float(m[k]), batch_size=bs, sync_dist=True)
 
     # ------------------------------------------------------------------ track building
-    def reconstruct(self, data) -> torch.Tensor:
-        """Track id per hit (-1: in no track) for a single event."""
-        scores = torch.sigmoid(self(data))
+    def reconstruct(self, data, scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Track id per hit (-1: in no track).
+
+        Works on one event or a batch: events share no edge, so their tracks never mix.
+        ``scores`` (edge probabilities) are computed when not given.
+        """
+        if scores is None:
+            scores = torch.sigmoid(self(data))
         r = torch.hypot(data.pos[:, 0], data.pos[:, 1])
         return build_tracks(data.num_nodes, data.edge_index, scores, threshold=self.hparams.threshold,
                             min_hits=self.hparams.min_hits, method=self.hparams.building,
@@ -164,8 +169,11 @@ class TrackFinding(pl.LightningModule):
         scores = torch.sigmoid(logits).float().cpu().numpy()
         y = batch.y.cpu().numpy()
         self._test_events.append({"edge_scores": scores, "edge_y": y})
-        for data in batch.to_data_list():
-            tid = self.reconstruct(data).cpu().numpy()
+        # one encoder pass and one track building for the whole batch, then split per event
+        track_id = self.reconstruct(batch, torch.sigmoid(logits)).cpu().numpy()
+        ptr = batch.ptr.cpu().numpy()
+        for k, data in enumerate(batch.to_data_list()):
+            tid = track_id[ptr[k]:ptr[k + 1]]
             self._test_events.append({
                 "track_id": tid, "particle_id": data.particle_id.cpu().numpy(),
                 "pt": data.pt.cpu().numpy(), "eta": data.particle_eta.cpu().numpy(),
@@ -197,8 +205,10 @@ class TrackFinding(pl.LightningModule):
         out = self._output_dir() / "submission"
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for data in batch.to_data_list():
-            tid = to_submission_ids(self.reconstruct(data)).cpu().numpy()
+        track_id = self.reconstruct(batch)
+        ptr = batch.ptr.tolist()
+        for k, data in enumerate(batch.to_data_list()):
+            tid = to_submission_ids(track_id[ptr[k]:ptr[k + 1]]).cpu().numpy()
             path = out / f"event{int(data.event_id):09d}-submission.csv"
             tmp = path.with_suffix(".csv.tmp")
             np.savetxt(tmp, np.stack([data.hit_id.cpu().numpy(), tid], 1), fmt="%d", delimiter=",",

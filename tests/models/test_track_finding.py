@@ -72,3 +72,24 @@ def test_scratch_training_learns_edges(toy_batch):
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def _partition(track_id):
+    groups = {}
+    for i, t in enumerate(track_id.tolist()):
+        if t >= 0:
+            groups.setdefault(t, []).append(i)
+    return sorted(groups.values())
+
+
+@pytest.mark.parametrize("building", ["cc", "walkthrough"])
+def test_batched_reconstruction_equals_per_event(toy_batch, building):
+    torch.manual_seed(0)
+    tf = TrackFinding(mode="scratch", building=building, threshold=0.3, **ENC).eval()
+    with torch.no_grad():
+        batched = tf.reconstruct(toy_batch)
+        ptr = toy_batch.ptr.tolist()
+        for k, data in enumerate(toy_batch.to_data_list()):
+            alone = tf.reconstruct(data)
+            assert _partition(batched[ptr[k]:ptr[k + 1]]) == _partition(alone)
+    assert (batched >= 0).any()
