@@ -69,10 +69,13 @@ def finetune_and_test(ckpt, enc_args, data_args, mode, n_labels, seed, steps, ou
                          total_steps=steps, output_dir=str(out), **enc_args, **ft_args)
     t = trainer(steps, out, accelerator, precision)
     t.fit(model, datamodule=dm)
+    if model.hparams.tune_threshold:  # choose the track-building cut on the validation events
+        trainer(0, out, accelerator, precision, val=True).validate(model, datamodule=dm, verbose=False)
     t.test(model, datamodule=dm, verbose=False)
     m = model.test_summary["metrics"]
-    return {k: float(m[k]) for k in ("edge_auc", "edge_efficiency", "edge_purity", "trackml_score",
-                                     "dm_efficiency", "fake_rate", "duplicate_rate")}
+    return {"threshold": model.threshold,
+            **{k: float(m[k]) for k in ("edge_auc", "edge_efficiency", "edge_purity", "trackml_score",
+                                        "dm_efficiency", "fake_rate", "duplicate_rate")}}
 
 
 def summarize(rows):

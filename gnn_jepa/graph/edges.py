@@ -16,7 +16,7 @@ import torch
 
 from gnn_jepa.geometry import cylindrical, wrap_phi
 
-__all__ = ["EDGE_FEATURES", "EDGE_FEATURE_SCALES", "edge_features", "edge_labels",
+__all__ = ["EDGE_FEATURES", "EDGE_FEATURE_SCALES", "edge_features", "edge_labels", "segment_labels",
            "graph_truth_metrics", "true_segments"]
 
 #: Edge feature columns, in order.
@@ -72,6 +72,22 @@ def edge_labels(particle_id: torch.Tensor, edge_index: torch.Tensor) -> torch.Te
     a = particle_id[edge_index[0]]
     b = particle_id[edge_index[1]]
     return ((a == b) & (a != 0)).float()
+
+
+def segment_labels(particle_id: torch.Tensor, hit_order: torch.Tensor,
+                   edge_index: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+    """1.0 where an edge is a true segment (:func:`true_segments`, either direction): two
+    hits of one non-noise particle that follow each other along it; else 0.0 ([E] float).
+
+    Stricter than :func:`edge_labels`: an edge that skips a hit of its particle is 0, so a
+    classifier trained on these labels ranks a hit's next hit above hits further along.
+    ``batch`` keeps graphs apart when particle ids repeat across a batch.
+    """
+    n = particle_id.shape[0]
+    _check_edge_index(edge_index, n, "segment_labels")
+    seg = true_segments(particle_id, hit_order, batch=batch)
+    keys = _undirected_keys(seg, max(n, 1))
+    return torch.isin(_undirected_keys(edge_index, max(n, 1)), keys).float()
 
 
 def true_segments(particle_id: torch.Tensor, hit_order: torch.Tensor, *,

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 
 from gnn_jepa.models.jepa import ENCODER_ARGS
 from gnn_jepa.models.schedules import warmup_cosine
+from gnn_jepa.graph.edges import edge_labels, segment_labels
 from gnn_jepa.nn.edge_head import EdgeHead
 from gnn_jepa.nn.encoder import GraphTransformerEncoder
 from gnn_jepa.tracking.building import build_tracks
 from gnn_jepa.tracking.metrics import edge_metrics
 
 MODES = ("finetune", "frozen", "scratch")
+EDGE_LABELS = ("particle", "segment")
 
 
 class PretrainedLoadError(RuntimeError):
@@ -80,7 +82,15 @@ class TrackFinding(pl.LightningModule):
         head_hidden, head_layers: edge head MLP.
         encoder_lr, head_lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
         pos_weight: BCE weight of true edges; ``None`` = #false / #true per batch (imbalance).
-        threshold, building, min_hits: track building.
+        edge_label: what a true edge is, for training and the edge metrics: ``"particle"``
+            (both hits from one non-noise particle, ``data.y``) or ``"segment"`` (and
+            consecutive along it: :func:`~gnn_jepa.graph.edges.segment_labels`).
+        threshold, building, min_hits: track building (edges scoring above ``threshold`` are kept).
+        tune_threshold: at every validation, build tracks on the validation events at each
+            threshold of ``threshold_grid`` and keep the one with the best mean TrackML score;
+            test and predict then use it (saved in the checkpoint as the buffer
+            ``tuned_threshold``). Off, or before any validation, ``threshold`` is used.
+        threshold_grid: the thresholds tried by ``tune_threshold``.
         pt_min: reconstructable-particle pT cut of the metrics (GeV).
         output_dir: where ``test`` writes metrics JSON and plots, ``predict`` submission CSVs
             (default: the logger's folder).
@@ -92,11 +102,15 @@ class TrackFinding(pl.LightningModule):
                  mode: str = "finetune", head_hidden: int = 64, head_layers: int = 2,
                  encoder_lr: float = 5e-4, head_lr: float = 2e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 10, total_steps: Optional[int] = None,
-                 pos_weight: Optional[float] = None, threshold: float = 0.5, building: str = "cc",
+                 pos_weight: Optional[float] = None, edge_label: str = "particle", threshold: float = 0.5, building: str = "cc",
+                 tune_threshold: bool = False,
+                 threshold_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
                  min_hits: int = 3, pt_min: float = 1.0, output_dir: Optional[str] = None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if edge_label not in EDGE_LABELS:
+            raise ValueError(f"edge_label must be one of {EDGE_LABELS}, got {edge_label!r}")
         if mode != "scratch" and not pretrained:
             raise ValueError(f"mode {mode!r} needs --model.pretrained=<JEPA checkpoint>; "
                              "use mode: scratch to train from a random init")
@@ -112,7 +126,12 @@ class TrackFinding(pl.LightningModule):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
         self.head = EdgeHead(d_embedding, d_edge, head_hidden, head_layers)
+        if not all(0.0 <= t < 1.0 for t in threshold_grid) or not threshold_grid:
+            raise ValueError(f"threshold_grid must be non-empty scores in [0, 1), got {threshold_grid}")
+        # NaN = not tuned yet; a buffer so that the tuned value travels with the checkpoint
+        self.register_buffer("tuned_threshold", torch.tensor(float("nan")))
         self._test_events: list[dict] = []
+        self._val_events: list[dict] = []
 
     def forward(self, data) -> torch.Tensor:
         """Edge logits [E] for a (batched) event graph."""
@@ -125,6 +144,14 @@ class TrackFinding(pl.LightningModule):
             h = self.encoder(data.x, data.edge_index, ea)
         return self.head(h, data.edge_index, ea)
 
+    def edge_targets(self, data) -> torch.Tensor:
+        """Truth label of every edge of ``data`` under ``edge_label`` ([E] float)."""
+        if self.hparams.edge_label == "segment":
+            return segment_labels(data.particle_id, data.hit_order, data.edge_index,
+                                  getattr(data, "batch", None))
+        y = getattr(data, "y", None)
+        return y if y is not None else edge_labels(data.particle_id, data.edge_index)
+
     def _loss(self, logits, y):
         pw = self.hparams.pos_weight
         if pw is None:
@@ -135,39 +162,83 @@ class TrackFinding(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits = self(batch)
-        loss = self._loss(logits, batch.y)
+        loss = self._loss(logits, self.edge_targets(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))
         return loss
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch)
-        loss = self._loss(logits, batch.y)
-        m = edge_metrics(torch.sigmoid(logits).float().cpu().numpy(), batch.y.cpu().numpy(),
-                         self.hparams.threshold)
+        y = self.edge_targets(batch)
+        loss = self._loss(logits, y)
+        m = edge_metrics(torch.sigmoid(logits).float().cpu().numpy(), y.cpu().numpy(),
+                         self.threshold)
         bs = int(batch.num_graphs)
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k in ("auc", "efficiency", "purity"):
             self.log(f"val/edge_{k}", float(m[k]), batch_size=bs, sync_dist=True)
+        if self.hparams.tune_threshold:
+            self._val_events.append(self._event_arrays(batch, torch.sigmoid(logits.float())))
+
+    @staticmethod
+    def _event_arrays(batch, scores: torch.Tensor) -> dict:
+        """What track building and the TrackML score need, on the CPU."""
+        keys = ("edge_index", "pos", "particle_id", "weight", "ptr")
+        return {"scores": scores.detach().cpu(), **{k: getattr(batch, k).detach().cpu() for k in keys}}
+
+    def on_validation_epoch_end(self) -> None:
+        from gnn_jepa.tracking.metrics import trackml_score
+        events, self._val_events = self._val_events, []
+        if not self.hparams.tune_threshold or self.trainer.sanity_checking:
+            return
+        grid = self.hparams.threshold_grid
+        # per threshold: summed event scores and the event count, reduced over DDP ranks
+        totals = torch.zeros(len(grid) + 1, dtype=torch.float64)
+        for b in events:
+            ptr = b["ptr"].tolist()
+            for i, thr in enumerate(grid):
+                tid = self.reconstruct(b, b["scores"], threshold=thr).numpy()
+                for k in range(len(ptr) - 1):
+                    sl = slice(ptr[k], ptr[k + 1])
+                    totals[i] += trackml_score(tid[sl], b["particle_id"][sl].numpy(), b["weight"][sl].numpy())
+            totals[-1] += len(ptr) - 1
+        totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        if totals[-1] == 0:
+            return
+        means = totals[:-1] / totals[-1]
+        best = int(torch.argmax(means))  # ties: the lowest threshold
+        self.tuned_threshold.fill_(float(grid[best]))
+        self.log("val/threshold", float(grid[best]), rank_zero_only=True)
+        self.log("val/trackml_score", float(means[best]), rank_zero_only=True)
+
+    @property
+    def threshold(self) -> float:
+        """The score cut that track building uses: the tuned one once there is one."""
+        t = float(self.tuned_threshold)
+        return self.hparams.threshold if t != t else t
 
     # ------------------------------------------------------------------ track building
-    def reconstruct(self, data, scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def reconstruct(self, data, scores: Optional[torch.Tensor] = None,
+                    threshold: Optional[float] = None) -> torch.Tensor:
         """Track id per hit (-1: in no track).
 
         Works on one event or a batch: events share no edge, so their tracks never mix.
-        ``scores`` (edge probabilities) are computed when not given.
+        ``scores`` (edge probabilities) are computed when not given; ``threshold`` defaults to
+        :attr:`threshold`. ``data`` needs ``pos`` and ``edge_index`` (a dict with them works).
         """
         if scores is None:
             scores = torch.sigmoid(self(data))
-        r = torch.hypot(data.pos[:, 0], data.pos[:, 1])
-        return build_tracks(data.num_nodes, data.edge_index, scores, threshold=self.hparams.threshold,
+        pos, edge_index = data["pos"], data["edge_index"]
+        r = torch.hypot(pos[:, 0], pos[:, 1])
+        thr = self.threshold if threshold is None else threshold
+        return build_tracks(pos.shape[0], edge_index, scores, threshold=thr,
                             min_hits=self.hparams.min_hits, method=self.hparams.building,
-                            order_key=torch.hypot(r, data.pos[:, 2]),
-                            cc_method="torch" if data.pos.is_cuda else "scipy")
+                            order_key=torch.hypot(r, pos[:, 2]),
+                            cc_method="torch" if pos.is_cuda else "scipy")
 
     def test_step(self, batch, batch_idx):
         logits = self(batch)
         scores = torch.sigmoid(logits).float().cpu().numpy()
-        y = batch.y.cpu().numpy()
+        y = self.edge_targets(batch).cpu().numpy()
         self._test_events.append({"edge_scores": scores, "edge_y": y})
         # one encoder pass and one track building for the whole batch, then split per event
         track_id = self.reconstruct(batch, torch.sigmoid(logits)).cpu().numpy()
@@ -185,7 +256,7 @@ class TrackFinding(pl.LightningModule):
         edges = [e for e in self._test_events if "edge_y" in e]
         self._test_events = []
         summary = summarize_events(events, edges, pt_min=self.hparams.pt_min,
-                                   min_hits=self.hparams.min_hits, threshold=self.hparams.threshold)
+                                   min_hits=self.hparams.min_hits, threshold=self.threshold)
         for k, v in summary["metrics"].items():
             if isinstance(v, (int, float)):
                 self.log(f"test/{k}", float(v), sync_dist=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gnn_jepa.graph.edges import (EDGE_FEATURE_SCALES as S, edge_features, edge_labels,
-                                  graph_truth_metrics, true_segments)
+                                  graph_truth_metrics, segment_labels, true_segments)
 
 
 def polar(r, phi, z):
@@ -58,6 +58,18 @@ def test_true_segments_hand_event():
     assert high.tolist() == [[0, 2], [2, 4]]
     with pytest.raises(ValueError, match="needs the pt"):
         true_segments(pid, order, pt_min=1.0)
+
+
+def test_segment_labels_only_consecutive_hits():
+    pid, order, _ = hand_event()
+    # 0-2 and 4->2 follow each other along particle 7; 0-4 skips hit 2; 1-5 crosses a hole
+    # (still consecutive among the recorded hits); 3-3 is a loop; 6 is noise.
+    ei = torch.tensor([[0, 4, 0, 1, 3, 6], [2, 2, 4, 5, 3, 0]])
+    assert segment_labels(pid, order, ei).tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    assert edge_labels(pid, ei).tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    # the same particle id in two graphs of a batch is two particles
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    assert segment_labels(pid, order, ei, batch).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_true_segments_batch_keeps_graphs_apart():

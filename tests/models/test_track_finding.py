@@ -93,3 +93,45 @@ def test_batched_reconstruction_equals_per_event(toy_batch, building):
             alone = tf.reconstruct(data)
             assert _partition(batched[ptr[k]:ptr[k + 1]]) == _partition(alone)
     assert (batched >= 0).any()
+
+
+def test_segment_label_mode_trains_on_consecutive_hits(toy_batch):
+    tf = TrackFinding(mode="scratch", edge_label="segment", **ENC)
+    y = tf.edge_targets(toy_batch)
+    ei, pid, order = toy_batch.edge_index, toy_batch.particle_id, toy_batch.hit_order
+    same = (pid[ei[0]] == pid[ei[1]]) & (pid[ei[0]] != 0)
+    consecutive = (order[ei[0]] - order[ei[1]]).abs() == 1
+    assert torch.equal(y.bool(), same & consecutive)  # dense orders: consecutive = differ by 1
+    assert torch.equal(TrackFinding(mode="scratch", **ENC).edge_targets(toy_batch), toy_batch.y)
+    with pytest.raises(ValueError, match="edge_label"):
+        TrackFinding(mode="scratch", edge_label="pairs", **ENC)
+
+
+def test_threshold_is_tuned_on_validation_events(tmp_path):
+    """Scores 0.75 on true edges and 0.55 on fakes: cuts below 0.55 merge tracks through the
+    fakes, 0.6 and above give perfect tracks; the lowest best cut (0.6) is kept, used by
+    test/predict, and travels with the checkpoint."""
+    import lightning.pytorch as pl
+    from torch_geometric.loader import DataLoader
+
+    from tests.models.conftest import toy_event
+
+    events = [toy_event(s) for s in range(3)]
+    tf = TrackFinding(mode="scratch", tune_threshold=True, threshold=0.5,
+                      threshold_grid=(0.3, 0.5, 0.6, 0.7), **ENC)
+    tf.forward = lambda data: torch.where(data.y > 0, 1.0986, 0.2007) + 0 * tf.head.mlp[0].bias.sum()
+    assert tf.threshold == 0.5  # not tuned yet
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path), enable_model_summary=False)
+    out = trainer.validate(tf, DataLoader(events, batch_size=2), verbose=False)[0]
+    assert tf.threshold == pytest.approx(0.6)
+    assert out["val/threshold"] == pytest.approx(0.6)
+    assert out["val/trackml_score"] == pytest.approx(1.0)
+    # what reconstruct now does by default is the tuned cut
+    b = next(iter(DataLoader(events[:1], batch_size=1)))
+    s = torch.sigmoid(tf(b))
+    assert torch.equal(tf.reconstruct(b, s), tf.reconstruct(b, s, threshold=0.6))
+    assert not torch.equal(tf.reconstruct(b, s), tf.reconstruct(b, s, threshold=0.5))
+    path = tmp_path / "tf.ckpt"
+    trainer.save_checkpoint(path)
+    assert TrackFinding.load_from_checkpoint(path).threshold == pytest.approx(0.6)
