@@ -7,11 +7,12 @@ track, tracks numbered ``0..T-1`` in the order of their lowest hit index.
   simple, but one spurious edge merges two tracks.
 * ``"walkthrough"``: orient each kept edge from the smaller to the larger ``order_key``
   (e.g. hit r, or distance from the origin) and resolve ambiguities so that every hit has
-  at most one incoming and one outgoing edge: each hit keeps its best-scoring incoming
-  edge, then each hit keeps its best-scoring outgoing edge among those that survived.
-  What remains is a set of disjoint chains, each exactly the walk "start at a hit with no
-  incoming edge, follow the best outgoing edge" with each hit used once. This separates
-  tracks that touch through a spurious edge or a shared hit.
+  at most one incoming and one outgoing edge, by a greedy matching: taking edges from the
+  best score down, an edge is accepted when its source has no accepted outgoing edge yet
+  and its target no accepted incoming one. What remains is a set of disjoint chains. This
+  separates tracks that touch through a spurious edge or a shared hit, and, unlike "each
+  hit keeps its best incoming edge, then its best outgoing one", a hit whose best
+  incoming edge is taken by a better chain still continues its own through its next-best.
 
 Everything runs in torch on the input's device (``connected_components(method="torch")``
 needs no CPU round trip); ``method="scipy"`` components go through
@@ -120,6 +121,13 @@ def walkthrough_edges(num_nodes: int, edge_index: Tensor, scores: Tensor,
                       order_key: Tensor) -> Tensor:
     """Resolve a scored graph into disjoint directed chains (the walkthrough's edges).
 
+    The chains are the greedy matching of sources to targets by decreasing score, computed in
+    parallel rounds: in each round every edge that is the best remaining edge both of its
+    source's outgoing and of its target's incoming edges ("locally dominant") is accepted,
+    then every remaining edge whose source or target is used up is dropped. Each round
+    accepts at least the globally best remaining edge, so it ends; with distinct scores the
+    result equals the sequential greedy one (ties: the lower edge index wins).
+
     Args:
         num_nodes: N.
         edge_index: [2, E] edges (either direction; duplicates and both directions fine).
@@ -128,9 +136,8 @@ def walkthrough_edges(num_nodes: int, edge_index: Tensor, scores: Tensor,
             smaller to the larger key, ties broken by node index; self-loops are dropped.
 
     Returns:
-        [2, M] oriented edges, M <= E, with every node at most once as a source and at most
-        once as a target: each node's best incoming edge is kept, then each node's best
-        outgoing edge among the kept ones.
+        [2, M] oriented edges sorted by their position in ``edge_index`` (M <= E), with every
+        node at most once as a source and at most once as a target.
     """
     edge_index = _check_edge_index(num_nodes, edge_index)
     scores = torch.as_tensor(scores, device=edge_index.device)
@@ -149,12 +156,22 @@ def walkthrough_edges(num_nodes: int, edge_index: Tensor, scores: Tensor,
     keep = src != dst
     src, dst, s = src[keep], dst[keep], scores[keep]
 
-    best_in = _best_edge_per_node(dst, s, num_nodes)
-    kept = best_in[best_in >= 0]
-    src, dst, s = src[kept], dst[kept], s[kept]
-    best_out = _best_edge_per_node(src, s, num_nodes)
-    kept = best_out[best_out >= 0]
-    kept = kept.sort().values  # deterministic edge order
+    device = edge_index.device
+    live = torch.arange(src.numel(), device=device)  # candidate edges still open
+    accepted = []
+    out_used = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+    in_used = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+    while live.numel():
+        ls, ld, lsc = src[live], dst[live], s[live]
+        pos = torch.arange(live.numel(), device=device)
+        dominant = ((_best_edge_per_node(ls, lsc, num_nodes)[ls] == pos)
+                    & (_best_edge_per_node(ld, lsc, num_nodes)[ld] == pos))
+        took = live[dominant]
+        accepted.append(took)
+        out_used[src[took]] = True
+        in_used[dst[took]] = True
+        live = live[~(out_used[ls] | in_used[ld])]
+    kept = torch.cat(accepted).sort().values if accepted else live
     return torch.stack([src[kept], dst[kept]])
 
 

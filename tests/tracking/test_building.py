@@ -149,3 +149,35 @@ def test_to_submission_ids():
     out = to_submission_ids(np.array([2, -1, 2]))
     assert isinstance(out, np.ndarray) and out.tolist() == [2, 3, 2]
     assert t.tolist() == [-1, 3, -1, 0]  # input untouched
+
+
+def test_walkthrough_chain_continues_through_its_next_best_edge():
+    """A(0) -> B(1) -> C(2) is a track. X(3) -> C (0.85) beats B -> C (0.8) as C's best
+    incoming edge, but X's better edge X -> Y(4) (0.95) takes X's only outgoing slot, so
+    C must still be continued from B."""
+    ei = torch.tensor([[0, 1, 3, 3], [1, 2, 2, 4]])
+    s = torch.tensor([0.9, 0.8, 0.85, 0.95])
+    r = torch.tensor([1.0, 2.0, 3.0, 2.5, 3.5])
+    assert walkthrough_edges(5, ei, s, r).tolist() == [[0, 1, 3], [1, 2, 4]]
+    assert build_tracks(5, ei, s, method="walkthrough", order_key=r, min_hits=2).tolist() == \
+        [0, 0, 0, 1, 1]
+
+
+def test_walkthrough_equals_sequential_greedy_matching():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        n, e = 30, 120
+        ei = torch.randint(0, n, (2, e), generator=g)
+        s = torch.rand(e, generator=g)  # distinct almost surely
+        key = torch.rand(n, generator=g)
+        u, v = ei
+        fwd = (key[u] < key[v]) | ((key[u] == key[v]) & (u < v))
+        src, dst = torch.where(fwd, u, v), torch.where(fwd, v, u)
+        out_used, in_used, ref = set(), set(), []
+        for k in sorted(range(e), key=lambda k: -float(s[k])):
+            a, b = int(src[k]), int(dst[k])
+            if a != b and a not in out_used and b not in in_used:
+                out_used.add(a), in_used.add(b), ref.append(k)
+        ref = sorted(ref)
+        expected = [[int(src[k]) for k in ref], [int(dst[k]) for k in ref]]
+        assert walkthrough_edges(n, ei, s, key).tolist() == expected
