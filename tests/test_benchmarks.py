@@ -175,7 +175,8 @@ def test_train_step_benchmark_json(capsys, tmp_path):
 def test_inference_benchmark_matches_direct_track_building(capsys):
     inf = _load("inference")
     doc = _run_main(inf, ["--device", "cpu", "--hits", "500", "--modes", "fp32", "--warmup", "1",
-                          "--repeat", "2", "--heads", "2", "--max-neighbors", "0,6", *TINY], capsys)
+                          "--repeat", "2", "--heads", "2", "--max-neighbors", "0,6", "--building", "cc",
+                          *TINY], capsys)
     assert [r["graph"] for r in doc["rows"]] == ["config", "k6"]
     assert doc["config"]["cc_method"] == "scipy"
 
@@ -252,3 +253,31 @@ def test_train_step_compile_on_cpu(capsys):
         assert "error" not in r, r.get("error")
         assert r["finite"] and r["graphs_compiled_while_timed"] == 0
     assert doc["rows"][0]["graphs_compiled"] >= 1 and doc["rows"][0]["compile_s_est"] > 0
+
+
+def test_track_building_benchmark_tunes_on_validation(tmp_path, capsys):
+    import yaml
+
+    tb = _load("track_building")
+    cfg = yaml.safe_load((ROOT / "configs/finetune/trackml_small.yaml").read_text())
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": 20}, num_val=2, num_test=2,
+                       cache_dir=str(tmp_path / "cache"))
+    cfg["model"]["init_args"].update(d_model=16, d_embedding=8, n_layers=1, heads=2)
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tb.main(["--config", str(path), "--labels", "2", "--steps", "2",
+                   "--thresholds", "0.3,0.6,0.9", "--json", str(tmp_path / "tb.json")])
+    rows = out["rows"]
+    assert len(rows) == 2 * 2 * 4  # labels x builders x (3 cuts + the tuned one)
+    saved = json.loads((tmp_path / "tb.json").read_text())["rows"]
+    assert [(r["edge_label"], r["building"], r["threshold"]) for r in saved] == \
+        [(r["edge_label"], r["building"], r["threshold"]) for r in rows]
+    for r in rows:
+        assert 0.0 <= r["trackml_score"] <= 1.0
+        assert math.isnan(r["fake_rate"]) or 0.0 <= r["fake_rate"] <= 1.0  # nan: no track built
+        if r.get("validation_tuned"):  # the tuned row repeats its cut's test figures
+            same = [q for q in rows if not q.get("validation_tuned") and q["threshold"] == r["threshold"]
+                    and q["edge_label"] == r["edge_label"] and q["building"] == r["building"]]
+            assert len(same) == 1
+            assert all(same[0][k] == r[k] or math.isnan(r[k]) and math.isnan(same[0][k]) for k in tb.KEYS)
+    assert out["num_test_events"] == 2

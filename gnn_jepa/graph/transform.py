@@ -29,7 +29,11 @@ class BuildGraph(BaseTransform):
 
     Args:
         radius: radius in frame units.
-        kind, scale, w_r, w_phi, w_z, w_eta: the :class:`GraphFrame`.
+        kind, scale, w_r, w_phi, w_z, w_eta: the :class:`GraphFrame`; ``kind="learned"``
+            uses the :class:`~gnn_jepa.graph.metric_learning.LearnedFrame` of ``embedding``
+            instead (the weights are then ignored).
+        embedding: path of a saved
+            :class:`~gnn_jepa.graph.metric_learning.HitEmbedding` (``kind="learned"`` only).
         max_num_neighbors: optional per-node cap (nearest kept), see :func:`radius_graph`.
         undirected: symmetric graph (both directions of each pair), see :func:`radius_graph`.
         loop: add self-loops.
@@ -41,10 +45,23 @@ class BuildGraph(BaseTransform):
                  w_phi: float = DEFAULT_GRAPH["w_phi"], w_z: float = 1e-3,
                  w_eta: float = DEFAULT_GRAPH["w_eta"],
                  max_num_neighbors: int | None = DEFAULT_GRAPH["max_num_neighbors"],
-                 undirected: bool = True, loop: bool = False, backend: str = "auto") -> None:
+                 undirected: bool = True, loop: bool = False, backend: str = "auto",
+                 embedding: str | None = None) -> None:
         if not float(radius) > 0:
             raise ValueError(f"BuildGraph: radius must be > 0, got {radius}")
-        self.frame = GraphFrame(kind, scale=scale, w_r=w_r, w_phi=w_phi, w_z=w_z, w_eta=w_eta)
+        if kind == "learned":
+            if embedding is None:
+                raise ValueError("BuildGraph(kind='learned'): needs embedding=<path of a saved "
+                                 "HitEmbedding>")
+            # Imported here: the learned frame is optional and pulls in torch.nn training code.
+            from gnn_jepa.graph.metric_learning import LearnedFrame
+            self.frame = LearnedFrame(embedding)
+        else:
+            if embedding is not None:
+                raise ValueError(f"BuildGraph: embedding={embedding!r} needs kind='learned', "
+                                 f"got kind={kind!r}")
+            self.frame = GraphFrame(kind, scale=scale, w_r=w_r, w_phi=w_phi, w_z=w_z,
+                                    w_eta=w_eta)
         self.radius = float(radius)
         self.max_num_neighbors = max_num_neighbors
         self.undirected = undirected
