@@ -118,6 +118,8 @@ def main(argv=None):
     p.add_argument("--arms", default="finetune,scratch")
     p.add_argument("--particles", type=int, default=None, help="override particles per event")
     p.add_argument("--num-test", type=int, default=None)
+    p.add_argument("--pretrain-events", type=int, default=None,
+                   help="override the number of unlabelled pretraining events")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true")
     p.add_argument("--out", default="runs/label_efficiency")
@@ -132,6 +134,8 @@ def main(argv=None):
             d["simulator"] = {**d.get("simulator", {}), "num_particles": a.particles}
         if a.num_test:
             d["num_test"] = a.num_test
+    if a.pretrain_events:
+        pre_data["num_train"] = a.pretrain_events
     enc_args = {k: pre_model[k] for k in ENCODER_ARGS if k in pre_model and k != "d_input"}
     ft_args = {k: v for k, v in ft_model.items() if k not in ENCODER_ARGS and k not in
                ("pretrained", "mode", "output_dir", "total_steps")}

@@ -5,6 +5,9 @@ Example::
     python -m gnn_jepa.graph.report --preset trackml --particles 1000 --events 3 \\
         --frame eta_phi --w-eta 0.1 --w-phi 1 --w-r 2e-4 --radii 0.06,0.07,0.08,0.09
 
+``--frame learned --embedding PATH`` scans the frame of a trained
+:class:`~gnn_jepa.graph.metric_learning.HitEmbedding` instead.
+
 For each radius (and each ``--max-num-neighbors`` value, 0 = no cap) it prints the edge
 efficiency for true segments of particles with pT > ``--pt-min`` (pooled over the events),
 the efficiency over all segments, the purity, the mean degree and the edges per event.
@@ -107,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--particles", type=int, default=1000, help="particles per event")
     p.add_argument("--events", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frame", default="eta_phi", choices=FRAME_KINDS)
+    p.add_argument("--frame", default="eta_phi", choices=FRAME_KINDS + ("learned",))
+    p.add_argument("--embedding", default=None,
+                   help="saved HitEmbedding (.pt) for --frame learned")
     p.add_argument("--scale", type=float, default=1000.0, help="cartesian unit (mm)")
     p.add_argument("--w-r", type=float, default=None)
     p.add_argument("--w-phi", type=float, default=1.0)
@@ -127,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("report: --events and --particles must be >= 1")
     if not args.radii or min(args.radii) <= 0:
         raise SystemExit(f"report: --radii must be positive, got {args.radii}")
-    frame = GraphFrame(args.frame, scale=args.scale, w_r=args.w_r, w_phi=args.w_phi,
-                       w_z=args.w_z, w_eta=args.w_eta)
+    if (args.frame == "learned") != (args.embedding is not None):
+        raise SystemExit("report: --frame learned and --embedding PATH go together")
+    if args.frame == "learned":
+        from gnn_jepa.graph.metric_learning import LearnedFrame
+        frame = LearnedFrame(args.embedding)
+    else:
+        frame = GraphFrame(args.frame, scale=args.scale, w_r=args.w_r, w_phi=args.w_phi,
+                           w_z=args.w_z, w_eta=args.w_eta)
     datas = simulate_events(args.preset, args.particles, args.events, args.seed)
     quant = segment_radius_quantiles(datas, frame, args.pt_min)
     rows = scan(datas, frame, args.radii, args.max_num_neighbors, args.pt_min)

@@ -214,7 +214,8 @@ class TrackFinding(pl.LightningModule):
     def threshold(self) -> float:
         """The score cut that track building uses: the tuned one once there is one."""
         t = float(self.tuned_threshold)
-        return self.hparams.threshold if t != t else t
+        # the grid value back from the float32 buffer (0.3, not 0.30000001)
+        return self.hparams.threshold if t != t else min(self.hparams.threshold_grid, key=lambda g: abs(g - t))
 
     # ------------------------------------------------------------------ track building
     def reconstruct(self, data, scores: Optional[torch.Tensor] = None,

@@ -1,0 +1,186 @@
+"""Learned graph frame (metric learning) vs the geometric default graph, on held-out events.
+
+For each multiplicity in ``--particles`` (trackml preset), trains a
+:class:`~gnn_jepa.graph.metric_learning.HitEmbedding` on ``--train-events`` simulated events
+(seeds 1000 + k) and measures on ``--eval-events`` other events (seeds 2000 + k), pooled:
+
+* ``learned.scan``: a radius scan (``--radius-factors`` x the hinge margin) with each
+  ``--caps`` value (0 = uncapped): pT > 1 GeV segment efficiency, all-segment efficiency,
+  purity, mean degree (``graph_truth_metrics``);
+* ``learned.at_degree`` / ``geometric.at_degree``: the uncapped radius whose pooled mean
+  degree is ``--target-degree`` (bisection) and its efficiency, i.e. the like-for-like
+  comparison at the issue-3 degree budget;
+* ``geometric.default``: ``DEFAULT_GRAPH`` (eta_phi 0.1/1/2e-4, radius 0.09) uncapped and
+  with each cap, on the same events.
+
+The margin defaults to ``0.1 * sqrt(1000 / particles)``: at fixed degree the radius shrinks
+like 1/sqrt(density) in the two dense embedding axes. Prints one JSON document; ``--save-dir``
+keeps each trained embedding (``learned_<particles>.pt``, loadable by
+``BuildGraph(kind="learned", embedding=...)``).
+
+    OMP_NUM_THREADS=1 python benchmarks/learned_graph.py [--particles 1000,10000] \\
+        [--train-events 2] [--eval-events 1] [--steps 400] [--dim 3] [--save-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gnn_jepa.data.convert import event_to_data  # noqa: E402
+from gnn_jepa.data.simulator import Simulator  # noqa: E402
+from gnn_jepa.graph.edges import graph_truth_metrics  # noqa: E402
+from gnn_jepa.graph.frames import GraphFrame  # noqa: E402
+from gnn_jepa.graph.metric_learning import (HitEmbedding, LearnedFrame,  # noqa: E402
+                                            train_hit_embedding)
+from gnn_jepa.graph.radius import radius_graph  # noqa: E402
+from gnn_jepa.graph.transform import DEFAULT_GRAPH  # noqa: E402
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _list(text: str, kind=float) -> list:
+    return [kind(v) for v in text.split(",") if v.strip()]
+
+
+def pooled_metrics(frame, coords: list[torch.Tensor], datas: list, radius: float,
+                   cap: int | None) -> dict:
+    """Graph metrics pooled over events (segment- and node-weighted)."""
+    found_hi = seg_hi = found = seg = pure = edges = deg = nodes = 0.0
+    t0 = time.perf_counter()
+    for c, d in zip(coords, datas):
+        ei = radius_graph(c, radius, periods=frame.periods, max_num_neighbors=cap)
+        m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt)
+        found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"]
+        seg_hi += m["num_segments_pt_min"]
+        found += m["efficiency"] * m["num_segments"]
+        seg += m["num_segments"]
+        pure += (m["purity"] if m["num_edges"] else 0.0) * m["num_edges"]
+        edges += m["num_edges"]
+        deg += m["mean_degree"] * m["num_nodes"]
+        nodes += m["num_nodes"]
+    return {"radius": radius, "max_num_neighbors": cap or 0,
+            "efficiency_pt1": found_hi / seg_hi if seg_hi else math.nan,
+            "efficiency_all": found / seg if seg else math.nan,
+            "purity": pure / edges if edges else math.nan,
+            "mean_degree": deg / nodes if nodes else math.nan,
+            "edges_per_event": edges / len(datas),
+            "time_s_per_event": (time.perf_counter() - t0) / len(datas)}
+
+
+def at_degree(frame, coords: list, datas: list, degree: float, r_hi: float,
+              iters: int = 14) -> dict:
+    """Uncapped graph with pooled mean degree just >= ``degree`` (bisection in log radius).
+
+    ``r_hi`` must give a degree above ``degree``; each step builds one graph per event.
+    """
+    lo, hi = r_hi * 1e-3, r_hi
+    best = pooled_metrics(frame, coords, datas, hi, None)
+    if best["mean_degree"] < degree:
+        raise ValueError(f"at_degree: radius {r_hi} gives degree {best['mean_degree']:.1f} "
+                         f"< target {degree}; raise it")
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        m = pooled_metrics(frame, coords, datas, mid, None)
+        if m["mean_degree"] >= degree:
+            hi, best = mid, m
+        else:
+            lo = mid
+    return best
+
+
+def run(particles: int, args: argparse.Namespace) -> dict:
+    """Train and measure at one multiplicity."""
+    sim = Simulator.from_preset("trackml", num_particles=particles)
+    train = [event_to_data(sim.simulate(1000 + k, 1000 + k)) for k in range(args.train_events)]
+    test = [event_to_data(sim.simulate(2000 + k, 2000 + k)) for k in range(args.eval_events)]
+    margin = args.margin if args.margin > 0 else 0.1 * math.sqrt(1000.0 / particles)
+    torch.manual_seed(args.seed)
+    model = HitEmbedding(dim=args.dim, hidden=args.hidden, num_layers=args.layers)
+    _log(f"[{particles}] training {model!r} on {len(train)} events "
+         f"({train[0].num_nodes} hits), margin {margin:.4g}")
+    t0 = time.perf_counter()
+    model, history = train_hit_embedding(
+        train, model, steps=args.steps, lr=args.lr, margin=margin,
+        pt_min_positive=args.pt_min_positive, pt_weight=args.pt_weight,
+        seed=args.seed, log_every=max(args.steps // 8, 1), log=_log)
+    train_s = time.perf_counter() - t0
+    saved = None
+    if args.save_dir:
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        saved = str(Path(args.save_dir) / f"learned_{particles}.pt")
+        model.save(saved, particles=particles, margin=margin, train_seeds=[
+            1000 + k for k in range(args.train_events)])
+    learned = LearnedFrame(model)
+    lc = [learned.coords(d.pos) for d in test]
+    scan = []
+    for f in args.radius_factors:
+        for cap in args.caps:
+            row = pooled_metrics(learned, lc, test, f * margin, cap or None)
+            _log(f"[{particles}] learned r={row['radius']:.4g} cap={cap}: "
+                 f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
+            scan.append(row)
+    l_deg = at_degree(learned, lc, test, args.target_degree, 3 * margin)
+    _log(f"[{particles}] learned at degree {l_deg['mean_degree']:.1f}: "
+         f"eff_pt1={l_deg['efficiency_pt1']:.4f}")
+
+    geo = GraphFrame(DEFAULT_GRAPH["kind"], w_eta=DEFAULT_GRAPH["w_eta"],
+                     w_phi=DEFAULT_GRAPH["w_phi"], w_r=DEFAULT_GRAPH["w_r"])
+    gc = [geo.coords(d.pos) for d in test]
+    g_default = [pooled_metrics(geo, gc, test, DEFAULT_GRAPH["radius"], cap or None)
+                 for cap in args.caps]
+    g_deg = at_degree(geo, gc, test, args.target_degree, DEFAULT_GRAPH["radius"])
+    _log(f"[{particles}] geometric at degree {g_deg['mean_degree']:.1f}: "
+         f"eff_pt1={g_deg['efficiency_pt1']:.4f}")
+    return {"particles": particles, "hits_per_event": sum(d.num_nodes for d in test) / len(test),
+            "train_seeds": [1000 + k for k in range(args.train_events)],
+            "eval_seeds": [2000 + k for k in range(args.eval_events)],
+            "margin": margin, "train_s": train_s, "model": repr(model),
+            "model_config": model.config, "w_phi": model.w_phi, "saved": saved,
+            "train_history": [history[0], history[-1]] if history else [],
+            "learned": {"scan": scan, "at_degree": l_deg},
+            "geometric": {"frame": repr(geo), "default": g_default, "at_degree": g_deg}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--particles", type=lambda s: _list(s, int), default=[1000, 10000])
+    p.add_argument("--train-events", type=int, default=2)
+    p.add_argument("--eval-events", type=int, default=1)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--margin", type=float, default=0.0, help="0: 0.1 sqrt(1000 / particles)")
+    p.add_argument("--dim", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--pt-min-positive", type=float, default=0.0)
+    p.add_argument("--pt-weight", type=float, default=4.0)
+    p.add_argument("--radius-factors", type=_list, default=[0.5, 0.75, 1.0, 1.25])
+    p.add_argument("--caps", type=lambda s: _list(s, int), default=[0, 35])
+    p.add_argument("--target-degree", type=float, default=40.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dir", default="")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    out = {"benchmark": "learned_graph", "argv": sys.argv[1:] if argv is None else argv,
+           "torch": torch.__version__, "platform": platform.platform(),
+           "threads": args.threads, "results": [run(n, args) for n in args.particles]}
+    out["total_s"] = time.perf_counter() - t0
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
