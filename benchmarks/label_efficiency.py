@@ -75,7 +75,8 @@ def finetune_and_test(ckpt, enc_args, data_args, mode, n_labels, seed, steps, ou
     m = model.test_summary["metrics"]
     return {"threshold": model.threshold,
             **{k: float(m[k]) for k in ("edge_auc", "edge_efficiency", "edge_purity", "trackml_score",
-                                        "dm_efficiency", "fake_rate", "duplicate_rate")}}
+                                        "dm_efficiency", "fake_rate", "unmatched_rate",
+                                        "duplicate_rate")}}
 
 
 def summarize(rows):

@@ -29,7 +29,7 @@ from gnn_jepa.data.datamodule import EventDataModule  # noqa: E402
 from gnn_jepa.models import TrackFinding  # noqa: E402
 from gnn_jepa.tracking.metrics import tracking_metrics  # noqa: E402
 
-KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate")
+KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "unmatched_rate", "duplicate_rate")
 
 
 def scored_events(model: TrackFinding, loader) -> list[dict]:
@@ -96,8 +96,8 @@ def main(argv=None):
     result = {"rows": rows, "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
               "num_test_events": len(test)}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
-    print("| edge labels | building | threshold | TrackML score | DM eff. | fake rate | duplicate rate |")
-    print("|---|---|---|---|---|---|---|")
+    print("| edge labels | building | threshold | TrackML score | DM eff. | fake rate | unmatched rate | duplicate rate |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         thr = f"{r['threshold']:.2f}" + (" (val-tuned)" if r.get("validation_tuned") else "")
         print(f"| {r['edge_label']} | {r['building']} | {thr} | " +

@@ -26,10 +26,12 @@ Metrics:
 * DM efficiency ``= #reconstructable particles DM-matched by a track of >= min_track_hits
   hits / #reconstructable``, reconstructable = not noise, ``pT > pt_min``, ``>= min_hits``
   hits (and ``|eta| < eta_max`` when given).
-* Fake rate ``= #tracks (>= min_track_hits hits) that are not DM-matched / #tracks
-  (>= min_track_hits hits)``: "no majority particle" means exactly that the DM match fails
-  (noise majority, purity <= 0.5, or completeness <= 0.5). This counts a pure but
-  incomplete track segment as a fake, which is stricter than a purity-only fake rate.
+* Fake rate ``= #tracks (>= min_track_hits hits) with no majority particle / #tracks (>=
+  min_track_hits hits)``, DESIGN.md's definition: no non-noise particle holds more than half
+  of the track's hits (purity <= 0.5, or a noise majority). A pure but incomplete piece of
+  a track is *not* a fake (it shows up in the duplicate rate and the efficiency).
+* Unmatched rate ``= #tracks (>= min_track_hits hits) that are not DM-matched / #tracks``:
+  the stricter figure that also counts pure but incomplete pieces (completeness <= 0.5).
 * Duplicate rate ``= #reconstructable particles purity-matched by >= 2 tracks (>=
   min_track_hits hits) / #reconstructable particles purity-matched by >= 1 such track``.
 
@@ -201,9 +203,9 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
         eta_max: if given, reconstructable particles also have ``|eta| < eta_max``.
 
     Returns:
-        ``trackml_score``, ``dm_efficiency``, ``fake_rate``, ``duplicate_rate`` (floats) and
+        ``trackml_score``, ``dm_efficiency``, ``fake_rate``, ``unmatched_rate``, ``duplicate_rate`` (floats) and
         the counts behind them: ``n_tracks`` (tracks with >= min_track_hits hits),
-        ``n_fake``, ``n_particles`` (reconstructable), ``n_matched``, ``n_purity_matched``,
+        ``n_fake``, ``n_unmatched``, ``n_particles`` (reconstructable), ``n_matched``, ``n_purity_matched``,
         ``n_duplicated``.
     """
     t = _np(track_id, "track_id", np.int64)
@@ -216,7 +218,8 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
     tracks, considered = parts["tracks"], parts["considered"]
     recon = _reconstructable(parts, pt_min, min_hits, eta_max)
     n_tracks = int(considered.sum())
-    n_fake = int((considered & ~tracks["dm_matched"]).sum())
+    n_fake = int((considered & ~tracks["purity_matched"]).sum())
+    n_unmatched = int((considered & ~tracks["dm_matched"]).sum())
     n_particles = int(recon.sum())
     n_matched = int((recon & parts["dm_matched"]).sum())
     n_pm = int((recon & (parts["n_purity_tracks"] >= 1)).sum())
@@ -225,9 +228,11 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
         "trackml_score": trackml_score(t, p, w),
         "dm_efficiency": _ratio(n_matched, n_particles),
         "fake_rate": _ratio(n_fake, n_tracks),
+        "unmatched_rate": _ratio(n_unmatched, n_tracks),
         "duplicate_rate": _ratio(n_dup, n_pm),
         "n_tracks": n_tracks,
         "n_fake": n_fake,
+        "n_unmatched": n_unmatched,
         "n_particles": n_particles,
         "n_matched": n_matched,
         "n_purity_matched": n_pm,

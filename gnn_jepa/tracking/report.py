@@ -44,6 +44,7 @@ def summarize_events(events: list[dict], edges: list[dict] | None = None, *, pt_
     pooled["trackml_score"] = float(np.mean(scores))
     pooled["trackml_score_std"] = float(np.std(scores))
     pooled["num_events"] = len(events)
+    pooled["threshold"] = float(threshold)  # the edge-score cut the tracks were built with
     if edges:
         em = edge_metrics(np.concatenate([e["edge_scores"] for e in edges]),
                           np.concatenate([e["edge_y"] for e in edges]), threshold)

@@ -147,7 +147,10 @@ def test_tracking_metrics_hand_case():
     m = tracking_metrics(tid, pid, pt, eta, w)
     assert m["n_particles"] == 4  # P1, P2, P3, P5
     assert m["n_matched"] == 2 and m["dm_efficiency"] == 0.5
-    assert m["n_tracks"] == 6 and m["n_fake"] == 3 and m["fake_rate"] == 0.5  # T3, T4, T6
+    # fake = no majority particle: only T6 (noise majority); T3 and T4 are pure halves of P3,
+    # not DM-matched (unmatched) but not fakes
+    assert m["n_tracks"] == 6 and m["n_fake"] == 1 and m["fake_rate"] == pytest.approx(1 / 6)
+    assert m["n_unmatched"] == 3 and m["unmatched_rate"] == 0.5  # T3, T4, T6
     assert m["n_purity_matched"] == 3 and m["n_duplicated"] == 1
     assert m["duplicate_rate"] == pytest.approx(1 / 3)
     assert m["trackml_score"] == pytest.approx(5 / 6)
