@@ -41,7 +41,8 @@ class JEPAPretraining(pl.LightningModule):
     Args:
         d_input, d_model, d_embedding, n_layers, heads, dropout, d_edge, attention: the
             encoder (:class:`~gnn_jepa.nn.encoder.GraphTransformerEncoder`).
-        d_predictor, predictor_layers, predictor_heads, predictor_knn: the predictor.
+        d_predictor, predictor_layers, predictor_heads, predictor_knn, predictor_knn_r_scale:
+            the predictor (:class:`~gnn_jepa.nn.predictor.CellPredictor`).
         masker: keyword arguments of :class:`~gnn_jepa.masks.RegionMasker`.
         cell_phi, cell_eta, cell_r: the grid of cells tiling each target region (1, 1, 1 is the
             original Particle-JEPA's one embedding per region).
@@ -63,7 +64,7 @@ class JEPAPretraining(pl.LightningModule):
     def __init__(self, d_input: int = 4, d_model: int = 64, d_embedding: int = 32, n_layers: int = 3,
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  d_predictor: int = 48, predictor_layers: int = 3, predictor_heads: int = 4,
-                 predictor_knn: int = 16, masker: Optional[dict] = None, cell_phi: int = 4,
+                 predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0, masker: Optional[dict] = None, cell_phi: int = 4,
                  cell_eta: int = 4, cell_r: int = 2, query: str = "cell", target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0, anti_collapse: str = "vicreg",
                  anti_collapse_weight: float = 1.0, ema_momentum: tuple[float, float] = (0.996, 1.0),
@@ -83,7 +84,8 @@ class JEPAPretraining(pl.LightningModule):
             p.requires_grad_(False)
         self.masker = RegionMasker(**{**(masker or {}), "seed": mask_seed})
         self.predictor = CellPredictor(d_embedding, d_predictor, predictor_layers, predictor_heads,
-                                       d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn)
+                                       d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn,
+                                       knn_r_scale=predictor_knn_r_scale)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
 

@@ -9,8 +9,12 @@ cell. A query starts as
 with a learned mask token :math:`t_\text{mask}`, the geometric features :math:`g(c)` of the
 cell centre and the descriptor :math:`d_k` of its target region; it never sees the target
 hits themselves (hits are only coordinates: showing them could hand over the answer). Edges:
-the context subgraph's own edges, each query's ``k`` nearest context hits (in the position
-feature space, same event only) and all query pairs of one region. ``n_layers`` pre-norm
+the context subgraph's own edges, each query's ``k`` nearest context hits (same event only,
+in the position feature space with the r column scaled by ``knn_r_scale``) and all query
+pairs of one region. Tracks run radially: the context hits that tell where a track crosses
+a target cell lie along the same (phi, eta) direction, in the other r half, so a small
+``knn_r_scale`` links a cell to them rather than to unrelated hits beside the region at
+the cell's own radius. ``n_layers`` pre-norm
 TransformerConv blocks then map each query to a predicted target embedding.
 """
 from __future__ import annotations
@@ -76,14 +80,20 @@ class CellPredictor(nn.Module):
         d_descriptor: size of a region descriptor.
         knn: context hits connected to each query.
         dropout: attention dropout.
+        knn_r_scale: weight of the r column (r / 1000 mm) in the nearest-context-hit search
+            (1: the plain position features).
     """
 
     def __init__(self, d_embedding: int, d_predictor: int = 48, n_layers: int = 3, heads: int = 4,
-                 d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0):
+                 d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0,
+                 knn_r_scale: float = 1.0):
         super().__init__()
         if d_predictor % heads:
             raise ValueError(f"d_predictor={d_predictor} must be divisible by heads={heads}")
+        if not knn_r_scale >= 0:
+            raise ValueError(f"knn_r_scale must be >= 0, got {knn_r_scale}")
         self.d_embedding, self.d_predictor, self.knn = d_embedding, d_predictor, knn
+        self.knn_r_scale = knn_r_scale
         self.n_layers, self.heads, self.d_descriptor = n_layers, heads, d_descriptor
         self.context_in = nn.Linear(d_embedding, d_predictor)
         self.pos_in = nn.Sequential(nn.Linear(4, d_predictor), nn.GELU(), nn.Linear(d_predictor, d_predictor))
@@ -121,7 +131,7 @@ class CellPredictor(nn.Module):
         h = torch.cat([h_ctx, h_q])
         pos = torch.cat([context_pos, query_pos])
         # context -> query: k nearest context hits of the same event
-        cq = knn_bipartite(query_pos, query_batch, context_pos, context_batch, self.knn)
+        cq = self.context_query_edges(query_pos, query_batch, context_pos, context_batch)
         cq = torch.stack([cq[0], cq[1] + nc])
         # query <-> query: all pairs inside one region (regions hold few cells)
         qq = _pairs_within_groups(query_region) + nc
@@ -131,10 +141,17 @@ class CellPredictor(nn.Module):
             h = block(h, edge_index, edge_attr)
         return self.out(self.norm(h[nc:]))
 
+    def context_query_edges(self, query_pos: Tensor, query_batch: Tensor, context_pos: Tensor,
+                            context_batch: Tensor) -> Tensor:
+        """[2, E] edges (context hit -> query) to each query's ``knn`` nearest context hits of
+        its event, distances in :func:`position_features` with r weighted by ``knn_r_scale``."""
+        scale = query_pos.new_tensor([self.knn_r_scale, 1.0, 1.0, 1.0])
+        return knn_bipartite(query_pos * scale, query_batch, context_pos * scale, context_batch, self.knn)
+
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, "
                 f"d_predictor={self.d_predictor}, n_layers={self.n_layers}, heads={self.heads}, "
-                f"knn={self.knn})")
+                f"knn={self.knn}, knn_r_scale={self.knn_r_scale})")
 
 
 def _pairs_within_groups(group: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
 import itertools
+import pytest
 
 import torch
 
@@ -66,3 +67,19 @@ def test_predictor_queries_of_one_event_ignore_other_events():
     out2 = pred(ctx2, pos, b, ei, qp, qd, qb, qr)
     torch.testing.assert_close(out1[:2], out2[:2])
     assert not torch.allclose(out1[2:], out2[2:])
+
+
+def test_knn_r_scale_links_a_cell_to_hits_along_its_direction():
+    """A cell at r = 100 mm, phi = eta = 0. Context hit 0 lies on the same direction at
+    r = 700 mm (the same radial track, other r half); hit 1 sits at the cell's radius but
+    0.3 rad away in phi (another track). With r at full weight the cell's nearest context hit
+    is hit 1; with r down-weighted it is hit 0."""
+    q = position_features(torch.tensor([100.0]), torch.tensor([0.0]), torch.tensor([0.0]))
+    c = position_features(torch.tensor([700.0, 100.0]), torch.tensor([0.0, 0.3]), torch.tensor([0.0, 0.0]))
+    zeros = torch.zeros(1, dtype=torch.long)
+    for scale, nearest in ((1.0, 1), (0.1, 0)):
+        p = CellPredictor(8, 16, n_layers=1, heads=2, knn=1, knn_r_scale=scale)
+        edges = p.context_query_edges(q, zeros, c, torch.zeros(2, dtype=torch.long))
+        assert edges.tolist() == [[nearest], [0]]
+    with pytest.raises(ValueError, match="knn_r_scale"):
+        CellPredictor(8, 16, knn_r_scale=-1.0)
