@@ -329,8 +329,9 @@ def train_hit_embedding(datas: Sequence, model: HitEmbedding | None = None, *,
 
     gen = torch.Generator().manual_seed(int(seed))
     if model is None:
-        torch.manual_seed(int(seed))
-        model = HitEmbedding()
+        with torch.random.fork_rng():  # seeded init without touching the global RNG
+            torch.manual_seed(int(seed))
+            model = HitEmbedding()
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 

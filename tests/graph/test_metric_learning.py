@@ -1,6 +1,7 @@
 """Learned graph frame: HitEmbedding training, save/load, LearnedFrame in BuildGraph."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -185,3 +186,22 @@ def test_build_graph_learned_batch_and_cap(tmp_path, trained, events):
     e0 = single(events[0].clone()).edge_index
     e1 = single(events[1].clone()).edge_index + n0
     assert torch.equal(out.edge_index, torch.cat([e0, e1], 1))
+
+
+def test_report_scans_a_learned_frame(tmp_path, trained, capsys):
+    from gnn_jepa.graph import report
+
+    _, model, _ = trained
+    path = tmp_path / "emb.pt"
+    model.save(path)
+    assert report.main(["--particles", "100", "--events", "1", "--frame", "learned",
+                        "--embedding", str(path), "--radii", "0.08", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["frame"] == {"kind": "learned", "embedding": str(path)}
+    data = report.simulate_events("trackml", 100, 1, 0)[0]
+    ei = radius_graph(LearnedFrame(model).coords(data.pos), 0.08, periods=model.periods)
+    ref = graph_truth_metrics(ei, data.particle_id, data.hit_order, data.pt)
+    assert out["rows"][0]["mean_degree"] == pytest.approx(ref["mean_degree"])
+    assert out["rows"][0]["efficiency_pt_min"] == pytest.approx(ref["efficiency_pt_min"])
+    with pytest.raises(SystemExit, match="go together"):
+        report.main(["--frame", "learned"])
