@@ -281,3 +281,29 @@ def test_track_building_benchmark_tunes_on_validation(tmp_path, capsys):
             assert len(same) == 1
             assert all(same[0][k] == r[k] or math.isnan(r[k]) and math.isnan(same[0][k]) for k in tb.KEYS)
     assert out["num_test_events"] == 2
+
+
+def test_jepa_objective_benchmark_reports_reference_losses(tmp_path, capsys):
+    import lightning.pytorch as pl
+    import yaml
+
+    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.models.jepa import JEPAPretraining
+
+    cfg = yaml.safe_load((ROOT / "configs/pretrain/trackml_small.yaml").read_text())
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": 30}, num_train=2, num_val=2,
+                       num_test=1, cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(cfg))
+    model = JEPAPretraining(d_model=16, d_embedding=8, n_layers=1, heads=2, d_predictor=16,
+                            predictor_heads=2, masker={**cfg["model"]["init_args"]["masker"],
+                                                       "min_target_hits": 2})
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, limit_val_batches=0, enable_model_summary=False)
+    trainer.fit(model, datamodule=EventDataModule(**cfg["data"]))
+    trainer.save_checkpoint(tmp_path / "jepa.ckpt")
+    out = _load("jepa_objective").main([str(tmp_path / "jepa.ckpt"), "--config", str(tmp_path / "pre.yaml"),
+                                        "--events", "2", "--draws", "2"])
+    assert out["batches_x_draws"] == 2  # one batch of 2 events x 2 draws
+    for k in ("jepa_loss", "zero_loss", "mean_loss", "occupancy_oracle_loss"):
+        assert out[k] >= 0.0
+    assert 0.0 < out["occupied_fraction"] <= 1.0

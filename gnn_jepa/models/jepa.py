@@ -35,6 +35,31 @@ from gnn_jepa.nn.predictor import CellPredictor, position_features
 ENCODER_ARGS = ("d_input", "d_model", "d_embedding", "n_layers", "heads", "dropout", "d_edge", "attention")
 
 
+#: Reference predictors the JEPA loss is compared with (see :func:`reference_losses`).
+REFERENCE_PREDICTORS = ("zero", "mean", "occupancy_oracle")
+
+
+def reference_losses(target: torch.Tensor, occupied: torch.Tensor, beta: float) -> dict:
+    """Smooth-L1 losses of trivial predictors of the scored cells' targets.
+
+    * ``zero``: every cell predicted as the "empty" target 0;
+    * ``mean``: every cell predicted as the mean target of the batch (a predictor that
+      learned nothing about where it is);
+    * ``occupancy_oracle``: told which cells hold hits, 0 for empty cells and the mean
+      occupied-cell target elsewhere. A JEPA loss that does not go well below it means the
+      predictor has learned little beyond where hits are.
+
+    Args:
+        target: [C, D] targets of the scored cells. occupied: [C] bool. beta: smooth-L1 beta.
+    """
+    mean = target.mean(0, keepdim=True).expand_as(target)
+    occ_mean = target[occupied].mean(0, keepdim=True) if occupied.any() else target.new_zeros(1, target.shape[1])
+    oracle = torch.where(occupied[:, None], occ_mean.expand_as(target), torch.zeros_like(target))
+    return {"zero": F.smooth_l1_loss(torch.zeros_like(target), target, beta=beta),
+            "mean": F.smooth_l1_loss(mean, target, beta=beta),
+            "occupancy_oracle": F.smooth_l1_loss(oracle, target, beta=beta)}
+
+
 class JEPAPretraining(pl.LightningModule):
     """Self-supervised JEPA pretraining of a graph-transformer hit encoder.
 
@@ -167,17 +192,18 @@ class JEPAPretraining(pl.LightningModule):
             per_cell = F.smooth_l1_loss(pred[scored], target[scored], beta=hp.loss_beta,
                                         reduction="none").mean(-1)
             jepa_loss = per_cell.mean()
-            baseline = target[scored].mean(0, keepdim=True).expand_as(target[scored])
-            baseline_loss = F.smooth_l1_loss(baseline, target[scored], beta=hp.loss_beta)
+            with torch.no_grad():
+                baselines = reference_losses(target[scored], count[scored] > 0, hp.loss_beta)
         else:  # no valid target in this batch: a zero loss that still touches the graph
             jepa_loss = pred.sum() * 0.0
-            baseline_loss = torch.zeros((), device=pred.device)
+            baselines = {k: torch.zeros((), device=pred.device) for k in REFERENCE_PREDICTORS}
         if z_ctx.shape[0] > 1:
             ac_loss, ac_parts = self.anti_collapse(z_ctx)
         else:
             ac_loss, ac_parts = z_ctx.sum() * 0.0, {}
         return {"loss": jepa_loss + ac_loss, "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
-                "ac_parts": ac_parts, "baseline_loss": baseline_loss, "z_ctx": z_ctx,
+                "ac_parts": ac_parts, "baseline_loss": baselines["mean"],
+                "baseline_losses": baselines, "z_ctx": z_ctx,
                 "target": target[count > 0], "num_queries": int(count.numel()),
                 "occupied": float((count > 0).float().mean()) if count.numel() else 0.0}
 
@@ -217,6 +243,7 @@ class JEPAPretraining(pl.LightningModule):
         self.log("val/loss", out["loss"], prog_bar=True, **log)
         self.log("val/jepa_loss", out["jepa_loss"], **log)
         self.log("val/mean_baseline_loss", out["baseline_loss"], **log)
+        self.log("val/occupancy_oracle_loss", out["baseline_losses"]["occupancy_oracle"], **log)
         self.log("val/occupied_fraction", out["occupied"], **log)
         with torch.no_grad():
             full = self.target_encoder(batch.x, batch.edge_index, getattr(batch, "edge_attr", None),

@@ -85,3 +85,15 @@ def test_bad_options_raise():
         JEPAPretraining(query="pixels", **SMALL)
     with pytest.raises(ValueError, match="target_scope"):
         JEPAPretraining(target_scope="everything", **SMALL)
+
+
+def test_reference_losses_hand_case():
+    from gnn_jepa.models.jepa import reference_losses
+
+    target = torch.tensor([[2.0, 0.0], [0.0, 0.0], [4.0, 0.0]])
+    ref = reference_losses(target, torch.tensor([True, False, True]), beta=1.0)
+    # smooth L1 (beta 1) of the element errors, averaged over the 6 elements:
+    # zero -> 1.5 + 3.5; mean [2, 0] -> 1.5 + 1.5; occupancy oracle [3, 0] / 0 -> 0.5 + 0.5
+    assert float(ref["zero"]) == pytest.approx(5.0 / 6)
+    assert float(ref["mean"]) == pytest.approx(3.0 / 6)
+    assert float(ref["occupancy_oracle"]) == pytest.approx(1.0 / 6)
