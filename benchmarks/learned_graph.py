@@ -12,11 +12,14 @@ For each multiplicity in ``--particles`` (trackml preset), trains a
   comparison at the issue-3 degree budget;
 * ``geometric.default``: ``DEFAULT_GRAPH`` (eta_phi 0.1/1/2e-4, radius 0.09) uncapped and
   with each cap, on the same events;
-* ``learned.layer_pair_filtered`` (diagnostic, not part of the frame): the learned graph at
-  ``--filter-factor`` x margin, then only pairs whose (volume, layer) pair occurs among the
-  true pT > 1 GeV segments of the *training* events and whose z0 (r-z line at the beam)
-  and |dphi/dr| lie inside that layer pair's training range (:func:`layer_pair_windows`):
-  a module-map-like pair filter, to show what a pair-level stage adds to a per-hit metric.
+* ``learned.pair_filtered`` / ``geometric.pair_filtered``: the learned graph at
+  ``--filter-factors`` x margin, and the geometric default frame at ``--geo-filter-factors``
+  x its radius (both uncapped, learned also with each cap), then a
+  :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` fitted on the true pT > 1 GeV
+  segments of ``--filter-events`` events (seeds 1000 + k: the embedding's training events
+  first, then more; fitting is cheap and sparse layer pairs need many segments): keeps an
+  edge when its (volume, layer) pair was seen and its z0 (r-z line at the beam) and
+  |dphi/dr| lie inside that pair's window.
 
 The margin defaults to ``0.1 * sqrt(1000 / particles)``: at fixed degree the radius shrinks
 like 1/sqrt(density) in the two dense embedding axes. Prints one JSON document; ``--save-dir``
@@ -24,10 +27,11 @@ keeps each trained embedding (``learned_<particles>.pt``, loadable by
 ``BuildGraph(kind="learned", embedding=...)``).
 
     OMP_NUM_THREADS=1 python benchmarks/learned_graph.py [--particles 1000,10000] \\
-        [--train-events 2] [--eval-events 1] [--steps 400] [--dim 3] [--save-dir DIR]
+        [--train-events 2] [--eval-events 1] [--filter-events 4] [--steps 400] [--dim 3]
+        [--save-dir DIR]
 
-The default run takes ~6.5 minutes on a loaded 2-core CPU (10k particles: ~2 min of
-training, ~10 s per geometric-default graph).
+On a loaded 2-core CPU, ``--particles 10000 --eval-events 2`` takes ~6 minutes (~2 min of
+training, ~10 s per geometric-default graph), ``--particles 1000`` ~30 s.
 """
 from __future__ import annotations
 
@@ -45,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gnn_jepa.data.convert import event_to_data  # noqa: E402
 from gnn_jepa.data.simulator import Simulator  # noqa: E402
-from gnn_jepa.geometry import cylindrical, wrap_phi  # noqa: E402
-from gnn_jepa.graph.edges import graph_truth_metrics, true_segments  # noqa: E402
+from gnn_jepa.graph.edges import graph_truth_metrics  # noqa: E402
 from gnn_jepa.graph.frames import GraphFrame  # noqa: E402
 from gnn_jepa.graph.metric_learning import (HitEmbedding, LearnedFrame,  # noqa: E402
                                             train_hit_embedding)
+from gnn_jepa.graph.pair_filter import LayerPairFilter  # noqa: E402
 from gnn_jepa.graph.radius import radius_graph  # noqa: E402
 from gnn_jepa.graph.transform import DEFAULT_GRAPH  # noqa: E402
 
@@ -124,61 +128,6 @@ def at_degree(frame, coords: list, datas: list, degree: float, r_start: float,
     return best
 
 
-def _pair_geometry(d, a: torch.Tensor, b: torch.Tensor):
-    """(layer-pair key, z0, |dphi/dr|) of pairs oriented inner -> outer by |pos|.
-
-    ``z0 = z_a - r_a (z_b - z_a) / (r_b - r_a)`` is where the straight r-z line through the
-    two hits meets the beam axis; ``|dphi / dr|`` ~ 0.3 B / (2000 pT) per mm bounds pT.
-    """
-    r, phi, z, _ = cylindrical(d.pos)
-    swap = d.pos.norm(dim=1)[a] > d.pos.norm(dim=1)[b]
-    a, b = torch.where(swap, b, a), torch.where(swap, a, b)
-    dr = r[b] - r[a]
-    dr = torch.where(dr.abs() < 1e-3, torch.full_like(dr, 1e-3), dr)
-    z0 = z[a] - r[a] * (z[b] - z[a]) / dr
-    slope = wrap_phi(phi[b] - phi[a]).abs() / dr.abs()
-    layer = d.volume_id * 100 + d.layer_id
-    return layer[a] * 100000 + layer[b], z0, slope
-
-
-def layer_pair_windows(datas: list, pt_min: float = 1.0, q: float = 0.999,
-                       widen: float = 0.05, pad_z0: float = 10.0,
-                       pad_slope: float = 2e-5) -> dict[int, tuple[float, float, float]]:
-    """Per (volume, layer) -> (volume, layer) pair of the true pT > ``pt_min`` segments of
-    ``datas``: the z0 range (quantiles 1 - q, q, widened by ``widen`` of its width plus
-    ``pad_z0`` mm) and the largest |dphi/dr| (quantile q, x (1 + widen), + ``pad_slope``)."""
-    keys, z0s, slopes = [], [], []
-    for d in datas:
-        seg = true_segments(d.particle_id, d.hit_order, pt=d.pt, pt_min=pt_min)
-        k, z0, sl = _pair_geometry(d, seg[0], seg[1])
-        keys.append(k), z0s.append(z0), slopes.append(sl)
-    keys, z0s, slopes = torch.cat(keys), torch.cat(z0s).double(), torch.cat(slopes).double()
-    out = {}
-    for key in torch.unique(keys).tolist():
-        m = keys == key
-        lo, hi = float(torch.quantile(z0s[m], 1 - q)), float(torch.quantile(z0s[m], q))
-        pad = widen * (hi - lo) + pad_z0
-        out[key] = (lo - pad, hi + pad,
-                    float(torch.quantile(slopes[m], q)) * (1 + widen) + pad_slope)
-    return out
-
-
-def layer_pair_filter(windows: dict):
-    """Edge filter keeping the pairs whose layer pair has a window and that lie inside it."""
-    keys = torch.tensor(sorted(windows))
-    table = torch.tensor([windows[k] for k in sorted(windows)], dtype=torch.float64)
-
-    def apply(d, ei: torch.Tensor) -> torch.Tensor:
-        k, z0, slope = _pair_geometry(d, ei[0], ei[1])
-        idx = torch.searchsorted(keys, k).clamp_max(len(keys) - 1)
-        known = keys[idx] == k
-        lo, hi, smax = table[idx].unbind(1)
-        z0, slope = z0.double(), slope.double()
-        return ei[:, known & (z0 >= lo) & (z0 <= hi) & (slope <= smax)]
-
-    return apply
-
-
 def run(particles: int, args: argparse.Namespace) -> dict:
     """Train and measure at one multiplicity."""
     sim = Simulator.from_preset("trackml", num_particles=particles)
@@ -214,14 +163,32 @@ def run(particles: int, args: argparse.Namespace) -> dict:
     _log(f"[{particles}] learned at degree {l_deg['mean_degree']:.1f}: "
          f"eff_pt1={l_deg['efficiency_pt1']:.4f}")
     filtered = []
-    if args.filter_factor > 0:
-        filt = layer_pair_filter(layer_pair_windows(train))
-        for cap in args.caps:
-            row = pooled_metrics(learned, lc, test, args.filter_factor * margin, cap or None,
-                                 edge_filter=filt)
-            _log(f"[{particles}] learned r={row['radius']:.4g} cap={cap} + layer-pair filter: "
-                 f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
-            filtered.append(row)
+    filt, filt_info = None, {}
+    if args.filter_events > 0:
+        t0 = time.perf_counter()
+        filt_seeds = [1000 + k for k in range(args.filter_events)]
+        fit_events = train[:args.filter_events] + [
+            event_to_data(sim.simulate(s, s)) for s in filt_seeds[len(train):]]
+        filt = LayerPairFilter.fit(fit_events, quantile=args.filter_quantile,
+                                   pad=args.filter_pad, pool=not args.filter_no_pool)
+        del fit_events
+        filt_info = {"filter": repr(filt), "filter_config": filt.config,
+                     "filter_seeds": filt_seeds, "filter_fit_s": time.perf_counter() - t0}
+        if args.save_dir:
+            filt_info["filter_saved"] = str(Path(args.save_dir) / f"pair_filter_{particles}.json")
+            filt.save(filt_info["filter_saved"])
+        _log(f"[{particles}] {filt!r}")
+
+        def keep(d, ei):
+            return ei[:, filt(d, ei)]
+
+        for f in args.filter_factors:
+            for cap in args.caps:
+                row = pooled_metrics(learned, lc, test, f * margin, cap or None,
+                                     edge_filter=keep)
+                _log(f"[{particles}] learned r={row['radius']:.4g} cap={cap} + pair filter: "
+                     f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
+                filtered.append(row)
 
     geo = GraphFrame(DEFAULT_GRAPH["kind"], w_eta=DEFAULT_GRAPH["w_eta"],
                      w_phi=DEFAULT_GRAPH["w_phi"], w_r=DEFAULT_GRAPH["w_r"])
@@ -232,15 +199,24 @@ def run(particles: int, args: argparse.Namespace) -> dict:
                       DEFAULT_GRAPH["radius"] * math.sqrt(1000.0 / particles))
     _log(f"[{particles}] geometric at degree {g_deg['mean_degree']:.1f}: "
          f"eff_pt1={g_deg['efficiency_pt1']:.4f}")
+    g_filtered = []
+    if filt is not None:
+        for f in args.geo_filter_factors:
+            row = pooled_metrics(geo, gc, test, f * DEFAULT_GRAPH["radius"], None,
+                                 edge_filter=keep)
+            _log(f"[{particles}] geometric r={row['radius']:.4g} + pair filter: "
+                 f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
+            g_filtered.append(row)
     return {"particles": particles, "hits_per_event": sum(d.num_nodes for d in test) / len(test),
             "train_seeds": [1000 + k for k in range(args.train_events)],
             "eval_seeds": [2000 + k for k in range(args.eval_events)],
             "margin": margin, "train_s": train_s, "model": repr(model),
             "model_config": model.config, "w_phi": model.w_phi, "saved": saved,
             "train_history": [history[0], history[-1]] if history else [],
-            "learned": {"scan": scan, "at_degree": l_deg,
-                        "layer_pair_filtered": filtered},
-            "geometric": {"frame": repr(geo), "default": g_default, "at_degree": g_deg}}
+            **filt_info,
+            "learned": {"scan": scan, "at_degree": l_deg, "pair_filtered": filtered},
+            "geometric": {"frame": repr(geo), "default": g_default, "at_degree": g_deg,
+                          "pair_filtered": g_filtered}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -259,9 +235,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--radius-factors", type=_list, default=[0.5, 0.75, 1.0, 1.25])
     p.add_argument("--caps", type=lambda s: _list(s, int), default=[0, 35])
     p.add_argument("--target-degree", type=float, default=40.0)
-    p.add_argument("--filter-factor", type=float, default=1.4,
-                   help="radius / margin of the candidate graph for the layer-pair filter "
-                        "(0: skip)")
+    p.add_argument("--filter-events", type=int, default=4,
+                   help="events (seeds 1000 + k, the embedding's first) fitting the "
+                        "LayerPairFilter (0: no filter rows)")
+    p.add_argument("--filter-quantile", type=float, default=0.999)
+    p.add_argument("--filter-pad", type=float, default=0.05)
+    p.add_argument("--filter-no-pool", action="store_true",
+                   help="fit per-pair windows without the pooled floor")
+    p.add_argument("--filter-factors", type=_list, default=[1.4],
+                   help="radius / margin of the learned candidate graph before the filter")
+    p.add_argument("--geo-filter-factors", type=_list, default=[1.0, 1.25],
+                   help="radius / DEFAULT_GRAPH radius of the geometric candidate graph "
+                        "before the filter")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-dir", default="")
     p.add_argument("--threads", type=int, default=1)

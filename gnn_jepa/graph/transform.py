@@ -38,6 +38,12 @@ class BuildGraph(BaseTransform):
         undirected: symmetric graph (both directions of each pair), see :func:`radius_graph`.
         loop: add self-loops.
         backend: radius-graph backend ("auto", "builtin", "torch_cluster", "pyg_lib").
+        pair_filter: path of a saved
+            :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter`: after the radius graph
+            (and its neighbour cap) only the edges it keeps remain (self-loops are kept
+            when ``loop``); then features and labels. Needs ``data.volume_id`` and
+            ``data.layer_id``. Its decision does not depend on edge direction, so an
+            undirected graph stays undirected.
     """
 
     def __init__(self, radius: float = DEFAULT_GRAPH["radius"], kind: str = DEFAULT_GRAPH["kind"],
@@ -46,7 +52,7 @@ class BuildGraph(BaseTransform):
                  w_eta: float = DEFAULT_GRAPH["w_eta"],
                  max_num_neighbors: int | None = DEFAULT_GRAPH["max_num_neighbors"],
                  undirected: bool = True, loop: bool = False, backend: str = "auto",
-                 embedding: str | None = None) -> None:
+                 embedding: str | None = None, pair_filter: str | None = None) -> None:
         if not float(radius) > 0:
             raise ValueError(f"BuildGraph: radius must be > 0, got {radius}")
         if kind == "learned":
@@ -67,6 +73,10 @@ class BuildGraph(BaseTransform):
         self.undirected = undirected
         self.loop = loop
         self.backend = backend
+        self.pair_filter = None
+        if pair_filter is not None:
+            from gnn_jepa.graph.pair_filter import LayerPairFilter
+            self.pair_filter = LayerPairFilter.load(pair_filter)
 
     def forward(self, data: Data) -> Data:
         pos = getattr(data, "pos", None)
@@ -79,6 +89,12 @@ class BuildGraph(BaseTransform):
                                        max_num_neighbors=self.max_num_neighbors,
                                        loop=self.loop, undirected=self.undirected,
                                        backend=self.backend)
+        if self.pair_filter is not None:
+            ei = data.edge_index
+            keep = self.pair_filter(data, ei)
+            if self.loop:
+                keep |= ei[0] == ei[1]
+            data.edge_index = ei[:, keep]
         data.edge_attr = edge_features(pos, data.edge_index)
         if getattr(data, "particle_id", None) is not None:
             data.y = edge_labels(data.particle_id, data.edge_index)
@@ -94,5 +110,7 @@ class BuildGraph(BaseTransform):
             extra += ", loop=True"
         if self.backend != "auto":
             extra += f", backend={self.backend!r}"
+        if self.pair_filter is not None:
+            extra += f", pair_filter={self.pair_filter!r}"
         return f"{type(self).__name__}(radius={self.radius:g}, frame={self.frame!r}{extra})"
 
