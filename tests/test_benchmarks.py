@@ -307,3 +307,19 @@ def test_jepa_objective_benchmark_reports_reference_losses(tmp_path, capsys):
     for k in ("jepa_loss", "zero_loss", "mean_loss", "occupancy_oracle_loss"):
         assert out[k] >= 0.0
     assert 0.0 < out["occupied_fraction"] <= 1.0
+
+
+def test_learned_graph_benchmark_json(tmp_path):
+    """Tiny run through the real script: JSON rows in range, trained embedding and fitted
+    filter written where --save-dir says."""
+    out = subprocess.run([sys.executable, str(BENCH / "learned_graph.py"), "--particles", "100",
+                          "--train-events", "1", "--eval-events", "1", "--filter-events", "1",
+                          "--steps", "3", "--save-dir", str(tmp_path)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)["results"][0]
+    assert res["particles"] == 100
+    for side in ("learned", "geometric"):
+        for row in res[side]["pair_filtered"]:
+            assert 0.0 <= row["efficiency_pt1"] <= 1.0 and row["mean_degree"] >= 0.0
+    assert (tmp_path / "learned_100.pt").is_file() and (tmp_path / "pair_filter_100.json").is_file()
