@@ -77,6 +77,10 @@ class JEPAPretraining(pl.LightningModule):
             ``"full"`` (the whole event graph, I-JEPA style).
         score_empty_cells: score all cells, empty ones against a zero target.
         loss_beta: smooth L1 beta.
+        occupancy_weight: > 0 adds an output per cell query that predicts ``log(1 + hits in the
+            cell)``, trained with smooth L1 at this weight (cell queries only). Per-hit
+            layer-normed targets make occupancy a small part of the JEPA loss (see
+            :func:`reference_losses`); this term makes "where do the tracks go" explicit.
         anti_collapse, anti_collapse_weight: ``"vicreg"``, ``"sigreg"`` or ``"none"``.
         ema_momentum: (start, end) of the cosine EMA momentum schedule.
         encoder_lr, predictor_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its
@@ -91,7 +95,8 @@ class JEPAPretraining(pl.LightningModule):
                  d_predictor: int = 48, predictor_layers: int = 3, predictor_heads: int = 4,
                  predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0, masker: Optional[dict] = None, cell_phi: int = 4,
                  cell_eta: int = 4, cell_r: int = 2, query: str = "cell", target_scope: str = "regions",
-                 score_empty_cells: bool = True, loss_beta: float = 1.0, anti_collapse: str = "vicreg",
+                 score_empty_cells: bool = True, loss_beta: float = 1.0,
+                 occupancy_weight: float = 0.0, anti_collapse: str = "vicreg",
                  anti_collapse_weight: float = 1.0, ema_momentum: tuple[float, float] = (0.996, 1.0),
                  encoder_lr: float = 1e-3, predictor_lr: float = 1e-3, weight_decay: float = 0.05,
                  warmup_steps: int = 20, total_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
@@ -101,6 +106,9 @@ class JEPAPretraining(pl.LightningModule):
             raise ValueError(f"query must be 'cell' or 'hit', got {query!r}")
         if target_scope not in ("regions", "full"):
             raise ValueError(f"target_scope must be 'regions' or 'full', got {target_scope!r}")
+        if occupancy_weight < 0 or (occupancy_weight > 0 and query != "cell"):
+            raise ValueError(f"occupancy_weight={occupancy_weight}: must be >= 0, and > 0 only "
+                             "with query='cell' (a hit query's cell always holds one hit)")
         self.save_hyperparameters()
         enc = self.encoder_config()
         self.context_encoder = GraphTransformerEncoder(**enc)
@@ -110,7 +118,8 @@ class JEPAPretraining(pl.LightningModule):
         self.masker = RegionMasker(**{**(masker or {}), "seed": mask_seed})
         self.predictor = CellPredictor(d_embedding, d_predictor, predictor_layers, predictor_heads,
                                        d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn,
-                                       knn_r_scale=predictor_knn_r_scale)
+                                       knn_r_scale=predictor_knn_r_scale,
+                                       extra_outputs=1 if occupancy_weight > 0 else 0)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
 
@@ -187,6 +196,10 @@ class JEPAPretraining(pl.LightningModule):
 
         pred = self.predictor(z_ctx, position_features(r[ctx], phi[ctx], eta[ctx]), bvec[ctx], ctx_ei,
                               q_pos, q_desc, q_batch, q_region)
+        occupancy_loss = torch.zeros((), device=pred.device)
+        if hp.occupancy_weight > 0:
+            pred, occ_pred = pred[:, :hp.d_embedding], pred[:, hp.d_embedding]
+            occupancy_loss = F.smooth_l1_loss(occ_pred, torch.log1p(count), beta=hp.loss_beta)
         scored = torch.ones_like(count, dtype=torch.bool) if hp.score_empty_cells else count > 0
         if scored.any():
             per_cell = F.smooth_l1_loss(pred[scored], target[scored], beta=hp.loss_beta,
@@ -201,7 +214,8 @@ class JEPAPretraining(pl.LightningModule):
             ac_loss, ac_parts = self.anti_collapse(z_ctx)
         else:
             ac_loss, ac_parts = z_ctx.sum() * 0.0, {}
-        return {"loss": jepa_loss + ac_loss, "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
+        return {"loss": jepa_loss + ac_loss + hp.occupancy_weight * occupancy_loss,
+                "jepa_loss": jepa_loss, "anti_collapse": ac_loss, "occupancy_loss": occupancy_loss,
                 "ac_parts": ac_parts, "baseline_loss": baselines["mean"],
                 "baseline_losses": baselines, "z_ctx": z_ctx,
                 "target": target[count > 0], "num_queries": int(count.numel()),
@@ -214,6 +228,8 @@ class JEPAPretraining(pl.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
         self.log("train/anti_collapse", out["anti_collapse"], batch_size=bs)
+        if self.hparams.occupancy_weight > 0:
+            self.log("train/occupancy_loss", out["occupancy_loss"], batch_size=bs)
         self.log("train/ema_momentum", self.momentum(), batch_size=bs)
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]

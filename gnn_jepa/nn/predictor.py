@@ -82,11 +82,13 @@ class CellPredictor(nn.Module):
         dropout: attention dropout.
         knn_r_scale: weight of the r column (r / 1000 mm) in the nearest-context-hit search
             (1: the plain position features).
+        extra_outputs: further outputs per query after the ``d_embedding`` predicted
+            embedding (e.g. 1 for a predicted hit count).
     """
 
     def __init__(self, d_embedding: int, d_predictor: int = 48, n_layers: int = 3, heads: int = 4,
                  d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0,
-                 knn_r_scale: float = 1.0):
+                 knn_r_scale: float = 1.0, extra_outputs: int = 0):
         super().__init__()
         if d_predictor % heads:
             raise ValueError(f"d_predictor={d_predictor} must be divisible by heads={heads}")
@@ -102,7 +104,10 @@ class CellPredictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(d_predictor))
         self.blocks = nn.ModuleList(_Block(d_predictor, heads, 4, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_predictor)
-        self.out = nn.Linear(d_predictor, d_embedding)
+        if extra_outputs < 0:
+            raise ValueError(f"extra_outputs must be >= 0, got {extra_outputs}")
+        self.extra_outputs = extra_outputs
+        self.out = nn.Linear(d_predictor, d_embedding + extra_outputs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,7 +128,7 @@ class CellPredictor(nn.Module):
             query_batch: [Q] graph index. query_region: [Q] region index.
 
         Returns:
-            [Q, d_embedding] predicted target embeddings.
+            [Q, d_embedding + extra_outputs] predicted target embeddings (then the extras).
         """
         nc = context_emb.size(0)
         h_ctx = self.context_in(context_emb) + self.pos_in(context_pos)

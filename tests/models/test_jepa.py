@@ -97,3 +97,32 @@ def test_reference_losses_hand_case():
     assert float(ref["zero"]) == pytest.approx(5.0 / 6)
     assert float(ref["mean"]) == pytest.approx(3.0 / 6)
     assert float(ref["occupancy_oracle"]) == pytest.approx(1.0 / 6)
+
+
+def test_occupancy_term_predicts_log_hit_counts(toy_batch):
+    """With occupancy_weight, the predictor's extra output is regressed on log(1 + hits per
+    cell): the total loss is JEPA + anti-collapse + weight x that term, and the same seed
+    with weight 0 gives the plain JEPA loss and a predictor without the extra output."""
+    from gnn_jepa.geometry import cylindrical
+    from gnn_jepa.masks import assign_cells
+
+    torch.manual_seed(0)
+    model = JEPAPretraining(occupancy_weight=0.5, **SMALL)
+    assert model.predictor.out.out_features == SMALL["d_embedding"] + 1
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    captured = {}
+    model.predictor.register_forward_hook(lambda m, i, o: captured.update(out=o.detach()))
+    out = model.jepa_forward(toy_batch, masks)
+    r, phi, _, eta = cylindrical(toy_batch.pos)
+    cell = assign_cells(r, phi, eta, masks.target_region, masks, n_phi=2, n_eta=2, n_r=2,
+                        r_extent=model.masker.r_extent, eta_extent=model.masker.eta_extent)
+    count = torch.bincount(cell[cell >= 0], minlength=captured["out"].shape[0]).float()
+    expect = torch.nn.functional.smooth_l1_loss(captured["out"][:, -1], torch.log1p(count))
+    torch.testing.assert_close(out["occupancy_loss"], expect)
+    torch.testing.assert_close(out["loss"], out["jepa_loss"] + out["anti_collapse"] + 0.5 * expect)
+    out["loss"].backward()
+    assert model.context_encoder.input_proj.weight.grad.abs().sum() > 0
+    plain = JEPAPretraining(**SMALL)
+    assert plain.predictor.out.out_features == SMALL["d_embedding"]
+    with pytest.raises(ValueError, match="occupancy_weight"):
+        JEPAPretraining(occupancy_weight=1.0, query="hit", **SMALL)
