@@ -29,6 +29,16 @@ def wrap_phi(dphi):
     return np.where(out <= -np.pi, out + 2 * np.pi, out)
 
 
+def check_positions(pos, where: str) -> None:
+    """Raise ``ValueError`` (naming ``where``) unless ``pos`` is a floating [N, 3] tensor of
+    x, y, z in mm."""
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
+        shape = tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__
+        raise ValueError(f"{where}: pos must be [N, 3] (x, y, z in mm), got {shape}")
+    if not pos.is_floating_point():
+        raise ValueError(f"{where}: pos must be floating point, got {pos.dtype}")
+
+
 def cylindrical(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(r, phi, z, eta)`` of Cartesian positions ``pos`` [N, 3] (tensor)."""
     x, y, z = pos.unbind(-1)

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from gnn_jepa.geometry import cylindrical
+from gnn_jepa.geometry import check_positions, cylindrical
 
 __all__ = ["FRAME_KINDS", "GraphFrame"]
 
@@ -89,11 +89,7 @@ class GraphFrame:
 
     def coords(self, pos: torch.Tensor) -> torch.Tensor:
         """Frame coordinates [N, D] of Cartesian positions ``pos`` [N, 3] (mm), same dtype."""
-        if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
-            shape = tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__
-            raise ValueError(f"GraphFrame.coords: pos must be [N, 3] (x, y, z), got {shape}")
-        if not pos.is_floating_point():
-            raise ValueError(f"GraphFrame.coords: pos must be floating point, got {pos.dtype}")
+        check_positions(pos, "GraphFrame.coords")
         if self.kind == "cartesian":
             return pos / self.scale
         r, phi, z, eta = cylindrical(pos)

@@ -38,7 +38,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gnn_jepa.geometry import cylindrical, wrap_phi
+from gnn_jepa.geometry import check_positions, cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.radius import radius_graph
 
@@ -58,11 +58,7 @@ def hit_features(pos: torch.Tensor, periodic_phi: bool = True) -> torch.Tensor:
         pos: [N, 3] hit positions (x, y, z) in mm.
         periodic_phi: when False, cos and sin of phi are appended (F = 5, else 3).
     """
-    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
-        shape = tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__
-        raise ValueError(f"hit_features: pos must be [N, 3] (x, y, z in mm), got {shape}")
-    if not pos.is_floating_point():
-        raise ValueError(f"hit_features: pos must be floating point, got {pos.dtype}")
+    check_positions(pos, "hit_features")
     r, phi, z, eta = cylindrical(pos)
     cols = [r / 1000.0, z / 1000.0, eta / 3.0]
     if not periodic_phi:
@@ -245,11 +241,7 @@ class LearnedFrame:
     @torch.no_grad()
     def coords(self, pos: torch.Tensor) -> torch.Tensor:
         """Embedded coordinates [N, D] of positions ``pos`` [N, 3] (mm), in pos' dtype."""
-        if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
-            shape = tuple(pos.shape) if isinstance(pos, torch.Tensor) else type(pos).__name__
-            raise ValueError(f"LearnedFrame.coords: pos must be [N, 3] (x, y, z), got {shape}")
-        if not pos.is_floating_point():
-            raise ValueError(f"LearnedFrame.coords: pos must be floating point, got {pos.dtype}")
+        check_positions(pos, "LearnedFrame.coords")
         model = self.model
         if next(model.parameters()).device != pos.device:
             model = model.to(pos.device)
