@@ -15,11 +15,16 @@ For each multiplicity in ``--particles`` (trackml preset), trains a
 * ``learned.pair_filtered`` / ``geometric.pair_filtered``: the learned graph at
   ``--filter-factors`` x margin, and the geometric default frame at ``--geo-filter-factors``
   x its radius (both uncapped, learned also with each cap), then a
-  :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` fitted on the true pT > 1 GeV
-  segments of ``--filter-events`` events (seeds 1000 + k: the embedding's training events
+  :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` fitted on the true segments of
+  particles with pT > ``--filter-pt-min`` (default 1 GeV; 0 keeps low-pT segments) in
+  ``--filter-events`` events (seeds 1000 + k: the embedding's training events
   first, then more; fitting is cheap and sparse layer pairs need many segments): keeps an
   edge when its (volume, layer) pair was seen and its z0 (r-z line at the beam) and
   |dphi/dr| lie inside that pair's window.
+
+``--ceiling`` adds to every listed graph (not the bisections) the TrackML score and DM
+efficiency of walkthrough tracks built from truth edge scores on it
+(:func:`~gnn_jepa.tracking.ceiling.tracking_ceiling`): what a perfect classifier would reach.
 
 The margin defaults to ``0.1 * sqrt(1000 / particles)``: at fixed degree the radius shrinks
 like 1/sqrt(density) in the two dense embedding axes. Prints one JSON document; ``--save-dir``
@@ -56,6 +61,7 @@ from gnn_jepa.graph.metric_learning import (HitEmbedding, LearnedFrame,  # noqa:
 from gnn_jepa.graph.pair_filter import LayerPairFilter  # noqa: E402
 from gnn_jepa.graph.radius import radius_graph  # noqa: E402
 from gnn_jepa.graph.transform import DEFAULT_GRAPH  # noqa: E402
+from gnn_jepa.tracking.ceiling import tracking_ceiling  # noqa: E402
 
 
 def _log(msg: str) -> None:
@@ -67,15 +73,23 @@ def _list(text: str, kind=float) -> list:
 
 
 def pooled_metrics(frame, coords: list[torch.Tensor], datas: list, radius: float,
-                   cap: int | None, edge_filter=None) -> dict:
+                   cap: int | None, edge_filter=None, ceiling: bool = False) -> dict:
     """Graph metrics pooled over events (segment- and node-weighted); ``edge_filter(data,
-    edge_index) -> edge_index`` is applied to each radius graph when given."""
+    edge_index) -> edge_index`` is applied to each radius graph when given. With
+    ``ceiling``, also the mean TrackML score / DM efficiency of walkthrough tracks built
+    from truth edge scores (``tracking_ceiling``, not timed)."""
     found_hi = seg_hi = found = seg = pure = edges = deg = nodes = 0.0
+    score = dm = untimed = 0.0
     t0 = time.perf_counter()
     for c, d in zip(coords, datas):
         ei = radius_graph(c, radius, periods=frame.periods, max_num_neighbors=cap)
         if edge_filter is not None:
             ei = edge_filter(d, ei)
+        if ceiling:
+            t1 = time.perf_counter()
+            m = tracking_ceiling(d, ei)
+            score, dm = score + m["trackml_score"], dm + m["dm_efficiency"]
+            untimed += time.perf_counter() - t1
         m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt)
         found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"]
         seg_hi += m["num_segments_pt_min"]
@@ -85,13 +99,16 @@ def pooled_metrics(frame, coords: list[torch.Tensor], datas: list, radius: float
         edges += m["num_edges"]
         deg += m["mean_degree"] * m["num_nodes"]
         nodes += m["num_nodes"]
-    return {"radius": radius, "max_num_neighbors": cap or 0,
-            "efficiency_pt1": found_hi / seg_hi if seg_hi else math.nan,
-            "efficiency_all": found / seg if seg else math.nan,
-            "purity": pure / edges if edges else math.nan,
-            "mean_degree": deg / nodes if nodes else math.nan,
-            "edges_per_event": edges / len(datas),
-            "time_s_per_event": (time.perf_counter() - t0) / len(datas)}
+    row = {"radius": radius, "max_num_neighbors": cap or 0,
+           "efficiency_pt1": found_hi / seg_hi if seg_hi else math.nan,
+           "efficiency_all": found / seg if seg else math.nan,
+           "purity": pure / edges if edges else math.nan,
+           "mean_degree": deg / nodes if nodes else math.nan,
+           "edges_per_event": edges / len(datas),
+           "time_s_per_event": (time.perf_counter() - t0 - untimed) / len(datas)}
+    if ceiling:
+        row.update(ceiling_trackml_score=score / len(datas), ceiling_dm_efficiency=dm / len(datas))
+    return row
 
 
 def at_degree(frame, coords: list, datas: list, degree: float, r_start: float,
@@ -155,7 +172,8 @@ def run(particles: int, args: argparse.Namespace) -> dict:
     scan = []
     for f in args.radius_factors:
         for cap in args.caps:
-            row = pooled_metrics(learned, lc, test, f * margin, cap or None)
+            row = pooled_metrics(learned, lc, test, f * margin, cap or None,
+                                 ceiling=args.ceiling)
             _log(f"[{particles}] learned r={row['radius']:.4g} cap={cap}: "
                  f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
             scan.append(row)
@@ -169,7 +187,8 @@ def run(particles: int, args: argparse.Namespace) -> dict:
         filt_seeds = [1000 + k for k in range(args.filter_events)]
         fit_events = train[:args.filter_events] + [
             event_to_data(sim.simulate(s, s)) for s in filt_seeds[len(train):]]
-        filt = LayerPairFilter.fit(fit_events, quantile=args.filter_quantile,
+        filt = LayerPairFilter.fit(fit_events, pt_min=args.filter_pt_min,
+                                   quantile=args.filter_quantile,
                                    pad=args.filter_pad, pool=not args.filter_no_pool)
         del fit_events
         filt_info = {"filter": repr(filt), "filter_config": filt.config,
@@ -185,7 +204,7 @@ def run(particles: int, args: argparse.Namespace) -> dict:
         for f in args.filter_factors:
             for cap in args.caps:
                 row = pooled_metrics(learned, lc, test, f * margin, cap or None,
-                                     edge_filter=keep)
+                                     edge_filter=keep, ceiling=args.ceiling)
                 _log(f"[{particles}] learned r={row['radius']:.4g} cap={cap} + pair filter: "
                      f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
                 filtered.append(row)
@@ -193,7 +212,8 @@ def run(particles: int, args: argparse.Namespace) -> dict:
     geo = GraphFrame(DEFAULT_GRAPH["kind"], w_eta=DEFAULT_GRAPH["w_eta"],
                      w_phi=DEFAULT_GRAPH["w_phi"], w_r=DEFAULT_GRAPH["w_r"])
     gc = [geo.coords(d.pos) for d in test]
-    g_default = [pooled_metrics(geo, gc, test, DEFAULT_GRAPH["radius"], cap or None)
+    g_default = [pooled_metrics(geo, gc, test, DEFAULT_GRAPH["radius"], cap or None,
+                                ceiling=args.ceiling)
                  for cap in args.caps]
     g_deg = at_degree(geo, gc, test, args.target_degree,
                       DEFAULT_GRAPH["radius"] * math.sqrt(1000.0 / particles))
@@ -203,7 +223,7 @@ def run(particles: int, args: argparse.Namespace) -> dict:
     if filt is not None:
         for f in args.geo_filter_factors:
             row = pooled_metrics(geo, gc, test, f * DEFAULT_GRAPH["radius"], None,
-                                 edge_filter=keep)
+                                 edge_filter=keep, ceiling=args.ceiling)
             _log(f"[{particles}] geometric r={row['radius']:.4g} + pair filter: "
                  f"eff_pt1={row['efficiency_pt1']:.4f} deg={row['mean_degree']:.1f}")
             g_filtered.append(row)
@@ -239,6 +259,12 @@ def main(argv: list[str] | None = None) -> dict:
                    help="events (seeds 1000 + k, the embedding's first) fitting the "
                         "LayerPairFilter (0: no filter rows)")
     p.add_argument("--filter-quantile", type=float, default=0.999)
+    p.add_argument("--filter-pt-min", type=float, default=1.0,
+                   help="the filter's windows come from segments of particles above this pT "
+                        "(0: all particles, so low-pT segments survive it)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="add each graph's ceiling: TrackML score / DM efficiency of "
+                        "walkthrough tracks from truth edge scores")
     p.add_argument("--filter-pad", type=float, default=0.05)
     p.add_argument("--filter-no-pool", action="store_true",
                    help="fit per-pair windows without the pooled floor")

@@ -268,7 +268,11 @@ def test_track_building_benchmark_tunes_on_validation(tmp_path, capsys):
     out = tb.main(["--config", str(path), "--labels", "2", "--steps", "2",
                    "--thresholds", "0.3,0.6,0.9", "--json", str(tmp_path / "tb.json")])
     rows = out["rows"]
-    assert len(rows) == 2 * 2 * 4  # labels x builders x (3 cuts + the tuned one)
+    assert len(rows) == 2 * 2 * 4 + 2  # labels x builders x (3 cuts + the tuned one) + ceilings
+    ceiling = [r for r in rows if r["edge_label"] == "truth (ceiling)"]
+    assert [r["building"] for r in ceiling] == ["cc", "walkthrough"]
+    for r in ceiling:  # truth scores join only hits of one particle: every track is pure
+        assert r["fake_rate"] == 0.0 and r["trackml_score"] > 0.5  # (fragments: unmatched)
     saved = json.loads((tmp_path / "tb.json").read_text())["rows"]
     assert [(r["edge_label"], r["building"], r["threshold"]) for r in saved] == \
         [(r["edge_label"], r["building"], r["threshold"]) for r in rows]

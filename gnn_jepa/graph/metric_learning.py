@@ -41,6 +41,7 @@ from torch import nn
 from gnn_jepa.geometry import check_positions, cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.radius import radius_graph
+from gnn_jepa.graph.presets import file_digest, resolve_artifact
 
 __all__ = ["FORMAT_TAG", "HitEmbedding", "LearnedFrame", "hit_features",
            "load_hit_embedding", "train_hit_embedding"]
@@ -176,7 +177,7 @@ def load_hit_embedding(path: str | Path) -> tuple[HitEmbedding, dict]:
         ValueError: the file is not a saved HitEmbedding (wrong format tag, missing keys,
             or weights that do not match the stored config).
     """
-    path = Path(path)
+    path = resolve_artifact(path, ".pt")
     if not path.is_file():
         raise FileNotFoundError(f"load_hit_embedding: no file {str(path)!r}")
     try:
@@ -211,12 +212,14 @@ class LearnedFrame:
     kind = "learned"
 
     def __init__(self, embedding: str | Path | HitEmbedding) -> None:
+        self.digest = None
         if isinstance(embedding, HitEmbedding):
             self.path = None
             self.model = embedding
         elif isinstance(embedding, (str, Path)):
             self.path = str(embedding)
             self.model, _ = load_hit_embedding(embedding)
+            self.digest = file_digest(resolve_artifact(embedding, ".pt"))
         else:
             raise ValueError(f"LearnedFrame: embedding must be a path or a HitEmbedding, "
                              f"got {type(embedding).__name__}")
@@ -260,7 +263,9 @@ class LearnedFrame:
                 and self.path == other.path)
 
     def __repr__(self) -> str:
-        src = repr(self.path) if self.path is not None else "in-memory"
+        # the file's digest: a dataset cache keyed on this repr is rebuilt when the file changes
+        src = (f"{self.path!r}, sha256={self.digest}" if self.path is not None
+               else "in-memory")
         return f"LearnedFrame({src}, {self.model!r})"
 
 

@@ -33,6 +33,7 @@ import torch
 
 from gnn_jepa.geometry import cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
+from gnn_jepa.graph.presets import file_digest, resolve_artifact
 
 __all__ = ["FORMAT_TAG", "LayerPairFilter", "pair_geometry", "pair_key"]
 
@@ -152,6 +153,7 @@ class LayerPairFilter:
                        else torch.as_tensor(counts, dtype=torch.long))
         self.config = dict(config or {})
         self.path: str | None = None
+        self.digest: str | None = None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -281,7 +283,7 @@ class LayerPairFilter:
             FileNotFoundError: no such file.
             ValueError: not JSON, wrong format tag, or malformed pair entries.
         """
-        path = Path(path)
+        given, path = str(path), resolve_artifact(path, ".json")
         if not path.is_file():
             raise FileNotFoundError(f"LayerPairFilter.load: no file {str(path)!r}")
         try:
@@ -316,7 +318,8 @@ class LayerPairFilter:
                       torch.tensor(cols[4], dtype=torch.long), blob.get("config") or {})
         except ValueError as err:
             raise ValueError(f"LayerPairFilter.load: {str(path)!r}: {err}") from err
-        out.path = str(path)
+        out.path = given
+        out.digest = file_digest(path)
         return out
 
     def __len__(self) -> int:
@@ -327,6 +330,7 @@ class LayerPairFilter:
         fit = ", ".join(f"{k}={c[k]:g}" for k in ("pt_min", "quantile", "pad") if k in c)
         if c.get("pool") is False:
             fit += ", pool=False"
-        src = f", path={self.path!r}" if self.path else ""
+        # the file's digest: a dataset cache keyed on this repr is rebuilt when the file changes
+        src = f", path={self.path!r}, sha256={self.digest}" if self.path else ""
         return (f"{type(self).__name__}(pairs={len(self)}, segments={int(self.counts.sum())}"
                 f"{', ' + fit if fit else ''}{src})")

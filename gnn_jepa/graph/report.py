@@ -6,7 +6,9 @@ Example::
         --frame eta_phi --w-eta 0.1 --w-phi 1 --w-r 2e-4 --radii 0.06,0.07,0.08,0.09
 
 ``--frame learned --embedding PATH`` scans the frame of a trained
-:class:`~gnn_jepa.graph.metric_learning.HitEmbedding` instead.
+:class:`~gnn_jepa.graph.metric_learning.HitEmbedding` instead; ``--pair-filter PATH`` applies
+a saved :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` to every graph; ``--ceiling``
+adds the TrackML score of tracks built from truth edge scores (the graph's ceiling).
 
 For each radius (and each ``--max-num-neighbors`` value, 0 = no cap) it prints the edge
 efficiency for true segments of particles with pT > ``--pt-min`` (pooled over the events),
@@ -70,17 +72,32 @@ def segment_radius_quantiles(datas: list, frame: GraphFrame, pt_min: float,
 
 
 def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
-         pt_min: float = 1.0) -> list[dict]:
-    """One row per (radius, cap): efficiencies pooled over events, mean degree and purity."""
+         pt_min: float = 1.0, *, pair_filter=None, ceiling: bool = False) -> list[dict]:
+    """One row per (radius, cap): efficiencies pooled over events, mean degree and purity.
+
+    ``pair_filter`` (a :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter`) is applied to
+    each radius graph, as ``BuildGraph(pair_filter=...)`` does. With ``ceiling``, each row
+    also has the mean TrackML score and DM efficiency of tracks built by the walkthrough
+    from truth edge scores (:func:`~gnn_jepa.tracking.ceiling.tracking_ceiling`): the best
+    any edge classifier can do on that graph.
+    """
+    if ceiling:
+        from gnn_jepa.tracking.ceiling import tracking_ceiling
     rows = []
     for radius in radii:
         for cap in caps:
             found_hi = seg_hi = found = seg = pure = edges = 0.0
-            degree = 0.0
+            degree = score = dm = 0.0
             t0 = time.perf_counter()
             for d in datas:
                 ei = radius_graph(frame.coords(d.pos), radius, periods=frame.periods,
                                   max_num_neighbors=cap or None)
+                if pair_filter is not None:
+                    ei = ei[:, pair_filter(d, ei)]
+                if ceiling:
+                    c = tracking_ceiling(d, ei, pt_min=pt_min)
+                    score += c["trackml_score"]
+                    dm += c["dm_efficiency"]
                 m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt, pt_min=pt_min)
                 found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"] \
                     if m["num_segments_pt_min"] else 0.0
@@ -100,6 +117,8 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
                 "edges_per_event": edges / n,
                 "seconds_per_event": (time.perf_counter() - t0) / n,
             })
+            if ceiling:
+                rows[-1].update(ceiling_trackml_score=score / n, ceiling_dm_efficiency=dm / n)
     return rows
 
 
@@ -122,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-neighbors", type=_ints, default=[0],
                    help="comma-separated caps; 0 = no cap")
     p.add_argument("--pt-min", type=float, default=1.0)
+    p.add_argument("--pair-filter", default=None,
+                   help="saved LayerPairFilter (.json) applied to every radius graph")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also build tracks from truth edge scores (walkthrough) and print "
+                        "their TrackML score and DM efficiency: the graph's ceiling")
     p.add_argument("--json", action="store_true", help="emit JSON instead of a table")
     return p
 
@@ -140,11 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         frame = GraphFrame(args.frame, scale=args.scale, w_r=args.w_r, w_phi=args.w_phi,
                            w_z=args.w_z, w_eta=args.w_eta)
+    pair_filter = None
+    if args.pair_filter is not None:
+        from gnn_jepa.graph.pair_filter import LayerPairFilter
+        pair_filter = LayerPairFilter.load(args.pair_filter)
     datas = simulate_events(args.preset, args.particles, args.events, args.seed)
     quant = segment_radius_quantiles(datas, frame, args.pt_min)
-    rows = scan(datas, frame, args.radii, args.max_num_neighbors, args.pt_min)
+    rows = scan(datas, frame, args.radii, args.max_num_neighbors, args.pt_min,
+                pair_filter=pair_filter, ceiling=args.ceiling)
     out = {"preset": args.preset, "particles": args.particles, "events": args.events,
            "seed": args.seed, "frame": frame.to_dict(), "pt_min": args.pt_min,
+           "pair_filter": repr(pair_filter) if pair_filter is not None else None,
            "mean_hits": sum(d.num_nodes for d in datas) / len(datas),
            "radius_for_efficiency": quant, "rows": rows}
     if args.json:
@@ -152,16 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     print(f"{frame!r}  {args.preset}: {args.particles} particles, {args.events} events, "
-          f"{out['mean_hits']:.0f} hits/event")
+          f"{out['mean_hits']:.0f} hits/event"
+          + (f"\n{pair_filter!r}" if pair_filter is not None else ""))
     print("radius for pT>%g efficiency (uncapped): " % args.pt_min
           + ", ".join(f"{float(q) * 100:g}%: {v:.4g}" for q, v in quant.items()))
     print(f"{'radius':>8} {'cap':>5} {'eff(pT>' + format(args.pt_min, 'g') + ')':>11} "
-          f"{'eff(all)':>9} {'purity':>7} {'degree':>7} {'edges/ev':>10} {'s/ev':>6}")
+          f"{'eff(all)':>9} {'purity':>7} {'degree':>7} {'edges/ev':>10} {'s/ev':>6}"
+          + (f" {'ceiling TrackML':>15} {'ceiling DM':>10}" if args.ceiling else ""))
     for r in rows:
         print(f"{r['radius']:8.4g} {r['max_num_neighbors'] or '-':>5} "
               f"{r['efficiency_pt_min']:11.4f} {r['efficiency']:9.4f} {r['purity']:7.4f} "
               f"{r['mean_degree']:7.1f} {r['edges_per_event']:10.0f} "
-              f"{r['seconds_per_event']:6.2f}")
+              f"{r['seconds_per_event']:6.2f}"
+              + (f" {r['ceiling_trackml_score']:15.4f} {r['ceiling_dm_efficiency']:10.4f}"
+                 if args.ceiling else ""))
     return 0
 
 

@@ -20,6 +20,7 @@ from gnn_jepa.graph.edges import edge_labels, segment_labels
 from gnn_jepa.nn.edge_head import EdgeHead
 from gnn_jepa.nn.encoder import GraphTransformerEncoder
 from gnn_jepa.tracking.building import build_tracks
+from gnn_jepa.tracking.ceiling import hit_order_key
 from gnn_jepa.tracking.metrics import edge_metrics
 
 MODES = ("finetune", "frozen", "scratch")
@@ -229,11 +230,10 @@ class TrackFinding(pl.LightningModule):
         if scores is None:
             scores = torch.sigmoid(self(data))
         pos, edge_index = data["pos"], data["edge_index"]
-        r = torch.hypot(pos[:, 0], pos[:, 1])
         thr = self.threshold if threshold is None else threshold
         return build_tracks(pos.shape[0], edge_index, scores, threshold=thr,
                             min_hits=self.hparams.min_hits, method=self.hparams.building,
-                            order_key=torch.hypot(r, pos[:, 2]),
+                            order_key=hit_order_key(pos),
                             cc_method="torch" if pos.is_cuda else "scipy")
 
     def test_step(self, batch, batch_idx):

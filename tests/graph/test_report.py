@@ -28,3 +28,18 @@ def test_report_json_scan_is_monotone(capsys):
 def test_report_rejects_bad_radii():
     with pytest.raises(SystemExit):
         main(["--radii", "0,0.1"])
+
+
+def test_report_ceiling_grows_with_the_graph_and_filter_is_applied(capsys):
+    """The ceiling (TrackML score of tracks from truth edge scores) of a superset graph is
+    never lower, a complete-enough graph reaches ~1, and the pair filter only removes edges."""
+    args = ["--particles", "40", "--events", "1", "--radii", "0.03,3", "--w-eta", "0.1",
+            "--w-r", "2e-4", "--ceiling", "--json"]
+    assert main(args) == 0
+    rows = {r["radius"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert 0.0 <= rows[0.03]["ceiling_trackml_score"] < rows[3]["ceiling_trackml_score"]
+    assert rows[3]["efficiency"] == 1.0 and rows[3]["ceiling_trackml_score"] > 0.99
+    assert main(args + ["--pair-filter", "trackml_all_pt"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "trackml_all_pt" in out["pair_filter"]
+    assert {r["radius"]: r for r in out["rows"]}[3]["mean_degree"] < rows[3]["mean_degree"]

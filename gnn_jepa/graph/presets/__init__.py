@@ -1,0 +1,46 @@
+"""Graph-construction artifacts shipped with the package, referred to by name.
+
+``BuildGraph(kind="learned", embedding="trackml", pair_filter="trackml_all_pt")`` loads
+``trackml.pt`` and ``trackml_all_pt.json`` from this folder, so a config works from any
+working directory and never downloads anything. Any other string is a file path.
+
+Shipped (each file's metadata / config records how it was made; commands in the README):
+
+* ``trackml.pt``: a :class:`~gnn_jepa.graph.metric_learning.HitEmbedding` trained on
+  simulated ``trackml``-preset events (1,000 particles, all pT, eta in [-4, 4]).
+* ``trackml_all_pt.json``: a :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` fitted
+  on the true segments of *all* particles (pT > 0) of such events, so it keeps low-pT
+  segments, which carry most of the TrackML score.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+__all__ = ["PRESET_DIR", "file_digest", "preset_names", "resolve_artifact"]
+
+PRESET_DIR = Path(__file__).resolve().parent
+
+
+def preset_names(suffix: str) -> list[str]:
+    """Names of the shipped artifacts with file suffix ``suffix`` (e.g. ``".pt"``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob(f"*{suffix}"))
+
+
+def resolve_artifact(name_or_path: str | Path, suffix: str) -> Path:
+    """The file a config names: a shipped preset (a bare name, no folder and no suffix, that
+    exists here) or otherwise a path, returned as given (loaders report a missing file)."""
+    text = str(name_or_path)
+    if "/" not in text and "\\" not in text and not Path(text).suffix:
+        candidate = PRESET_DIR / f"{text}{suffix}"
+        if candidate.is_file():
+            return candidate
+        raise FileNotFoundError(f"no shipped graph preset {text!r} (a bare name); shipped "
+                                f"{suffix} presets: {preset_names(suffix)}; a file path "
+                                f"needs a folder or a suffix")
+    return Path(text)
+
+
+def file_digest(path: str | Path) -> str:
+    """First 12 hex digits of the file's SHA-256: cache keys change when the file does."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]

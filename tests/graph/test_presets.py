@@ -1,0 +1,57 @@
+"""Shipped graph presets: name resolution, cache keys, and what the shipped files deliver."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gnn_jepa.data.convert import event_to_data
+from gnn_jepa.data.simulator import Simulator
+from gnn_jepa.graph.edges import graph_truth_metrics
+from gnn_jepa.graph.metric_learning import HitEmbedding, LearnedFrame
+from gnn_jepa.graph.pair_filter import LayerPairFilter
+from gnn_jepa.graph.presets import PRESET_DIR, file_digest, preset_names, resolve_artifact
+from gnn_jepa.graph.transform import BuildGraph
+
+
+def test_names_resolve_to_shipped_files_and_paths_pass_through(tmp_path):
+    assert "trackml" in preset_names(".pt") and "trackml_all_pt" in preset_names(".json")
+    assert resolve_artifact("trackml", ".pt") == PRESET_DIR / "trackml.pt"
+    assert resolve_artifact(tmp_path / "x.pt", ".pt") == tmp_path / "x.pt"
+    assert resolve_artifact("emb.pt", ".pt").name == "emb.pt"  # a suffix makes it a path
+    with pytest.raises(FileNotFoundError, match=r"no shipped graph preset 'nope'.*trackml"):
+        resolve_artifact("nope", ".pt")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        LayerPairFilter.load(tmp_path / "missing.json")
+
+
+def test_repr_carries_the_file_digest_so_caches_follow_the_file(tmp_path):
+    path = tmp_path / "emb.pt"
+    torch.manual_seed(0)
+    HitEmbedding(dim=3, hidden=8, num_layers=2).save(path)
+    first = repr(BuildGraph(radius=0.1, kind="learned", embedding=str(path)))
+    assert file_digest(path) in first
+    torch.manual_seed(1)
+    HitEmbedding(dim=3, hidden=8, num_layers=2).save(path)  # same name, new weights
+    second = repr(BuildGraph(radius=0.1, kind="learned", embedding=str(path)))
+    assert first != second and file_digest(path) in second
+    filt = LayerPairFilter.load("trackml_all_pt")
+    assert filt.path == "trackml_all_pt" and filt.digest in repr(filt)
+
+
+def test_shipped_trackml_graph_keeps_low_pt_segments():
+    """On a fresh 150-particle event (|eta| < 2.5, as configs/*/trackml_small.yaml), the
+    shipped embedding + all-pT filter at the configs' radius keep >= 95% of all true
+    segments and >= 99% of those with pT > 1 GeV, at a mean degree below 30; the
+    (eta, phi) radius graph it replaced kept < 80% of all segments."""
+    sim = Simulator.from_preset("trackml", num_particles=150, eta_range=(-2.5, 2.5))
+    data = event_to_data(sim.simulate(seed=4242))
+    learned = BuildGraph(radius=0.16, kind="learned", embedding="trackml",
+                         pair_filter="trackml_all_pt")(data.clone())
+    m = graph_truth_metrics(learned.edge_index, data.particle_id, data.hit_order, data.pt)
+    assert m["efficiency"] >= 0.95 and m["efficiency_pt_min"] >= 0.99
+    assert m["mean_degree"] < 30
+    old = BuildGraph(radius=0.09, kind="eta_phi", w_eta=0.1, w_phi=1.0, w_r=2e-4)(data.clone())
+    m_old = graph_truth_metrics(old.edge_index, data.particle_id, data.hit_order, data.pt)
+    assert m_old["efficiency"] < 0.8
+    assert isinstance(BuildGraph(radius=0.16, kind="learned", embedding="trackml").frame,
+                      LearnedFrame)
