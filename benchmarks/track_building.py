@@ -104,7 +104,7 @@ def main(argv=None):
         rows.append({"edge_label": "truth (ceiling)", "building": building, "threshold": 0.5,
                      **{k: float(np.nanmean([m[k] for m in ms])) for k in KEYS}})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"rows": rows, "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
+    result = {"argv": sys.argv[1:] if argv is None else list(argv), "rows": rows, "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
               "num_test_events": len(test)}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     print("| edge labels | building | threshold | TrackML score | DM eff. | fake rate | unmatched rate | duplicate rate |")

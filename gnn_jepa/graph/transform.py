@@ -16,6 +16,10 @@ __all__ = ["BuildGraph", "DEFAULT_GRAPH"]
 #: segments long in eta. At 1,000 particles (~9.3k hits) radius 0.09 keeps 99.2% of the
 #: pT > 1 GeV segments at mean degree 33. At 10,000 particles it keeps 99.1% at degree ~307;
 #: ``max_num_neighbors=35`` brings the degree to 40 but the efficiency to 92%.
+#: It needs no trained file, but keeps only ~74% of *all* segments (low-pT ones bend out of
+#: the cone), which caps the TrackML score; the trackml configs therefore use the shipped
+#: learned graph ``kind="learned", embedding="trackml", pair_filter="trackml_all_pt"``
+#: (:mod:`gnn_jepa.graph.presets`).
 DEFAULT_GRAPH = {"kind": "eta_phi", "w_eta": 0.1, "w_phi": 1.0, "w_r": 2e-4, "radius": 0.09,
                  "max_num_neighbors": None}
 
@@ -33,12 +37,13 @@ class BuildGraph(BaseTransform):
             uses the :class:`~gnn_jepa.graph.metric_learning.LearnedFrame` of ``embedding``
             instead (the weights are then ignored).
         embedding: path of a saved
-            :class:`~gnn_jepa.graph.metric_learning.HitEmbedding` (``kind="learned"`` only).
+            :class:`~gnn_jepa.graph.metric_learning.HitEmbedding`, or the name of a shipped
+            one (:mod:`gnn_jepa.graph.presets`; ``kind="learned"`` only).
         max_num_neighbors: optional per-node cap (nearest kept), see :func:`radius_graph`.
         undirected: symmetric graph (both directions of each pair), see :func:`radius_graph`.
         loop: add self-loops.
         backend: radius-graph backend ("auto", "builtin", "torch_cluster", "pyg_lib").
-        pair_filter: path of a saved
+        pair_filter: path (or shipped preset name) of a saved
             :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter`: after the radius graph
             (and its neighbour cap) only the edges it keeps remain (self-loops are kept
             when ``loop``); then features and labels. Needs ``data.volume_id`` and

@@ -105,7 +105,7 @@ class TrackFinding(pl.LightningModule):
                  warmup_steps: int = 10, total_steps: Optional[int] = None,
                  pos_weight: Optional[float] = None, edge_label: str = "particle", threshold: float = 0.5, building: str = "cc",
                  tune_threshold: bool = False,
-                 threshold_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
+                 threshold_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
                  min_hits: int = 3, pt_min: float = 1.0, output_dir: Optional[str] = None):
         super().__init__()
         if mode not in MODES:
