@@ -96,7 +96,8 @@ def main(argv=None):
             rows.append({"edge_label": label, "building": building, "threshold": best,
                          "validation_tuned": True, **per_thr[best][1]})
             print(json.dumps(rows[-1]), flush=True)
-    # the graph's ceiling: truth segment scores on the same test graphs, each builder
+    # the graph's ceiling: truth segment scores on the test graphs (the same events for every
+    # label definition; min_hits and pt_min are the models' shared settings), each builder
     for building in a.builders.split(","):
         ms = [tracking_ceiling(e["data"], e["data"].edge_index, building=building,
                                min_hits=model.hparams.min_hits, pt_min=model.hparams.pt_min)
@@ -104,7 +105,8 @@ def main(argv=None):
         rows.append({"edge_label": "truth (ceiling)", "building": building, "threshold": 0.5,
                      **{k: float(np.nanmean([m[k] for m in ms])) for k in KEYS}})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"argv": sys.argv[1:] if argv is None else list(argv), "rows": rows, "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
+    result = {"argv": sys.argv[1:] if argv is None else list(argv), "rows": rows,
+              "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
               "num_test_events": len(test)}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     print("| edge labels | building | threshold | TrackML score | DM eff. | fake rate | unmatched rate | duplicate rate |")
