@@ -18,8 +18,8 @@ trained model produces; the model's own scores are still computed and timed in s
 ``--track-scores model`` uses the random model's scores instead.
 
 ``--max-neighbors`` lists the graphs as in ``benchmarks/train_step.py``: 0 = the
-fine-tuning config's graph, k = that graph capped at k neighbours (6: the DESIGN's
-reference degree, ~7 edges per hit). ``--bf16`` runs encoder and head under
+fine-tuning config's graph, k = that graph capped at k neighbours, without its ``union``
+members (6: the DESIGN's reference degree, ~7 edges per hit). ``--bf16`` runs encoder and head under
 bf16 autocast, ``--compile`` compiles both (compile time reported apart, as the warm-up's
 excess over ordinary passes). Timing: on CUDA one ``torch.cuda.synchronize`` per pass (none
 between stages); the stages are timed with CUDA events recorded between them, so the
@@ -53,6 +53,8 @@ import train_step as tsb  # noqa: E402  (shared helpers of the benchmarks)
 
 DEFAULT_FINETUNE_CONFIG = tsb.ROOT / "configs" / "finetune" / "trackml_gpu.yaml"
 STAGES = ("graph", "encoder", "edge_scores", "tracks")
+#: Per-hit fields the pipeline may read: the detector's readout, never truth.
+READOUT = ("pos", "x", "volume_id", "layer_id")
 DEFAULT_SIZES = {"cpu": "1000,10000,20000", "cuda": "10000,20000,50000,100000"}
 #: DESIGN.md targets for a ~100k-hit event on an H100-class GPU.
 TARGET_TOTAL_MS = 8.0
@@ -85,10 +87,14 @@ class Pipeline:
         self.min_hits = min_hits
         self.track_scores: Optional[torch.Tensor] = None  # None: use the model's scores
 
-    def graph(self, pos: torch.Tensor, x: torch.Tensor):
+    def graph(self, hits):
+        """The event's graph from what the detector reads out: positions, hit features and,
+        when the event has them, the (volume, layer) ids a layer-pair filter needs. Truth
+        (particle ids) never enters the timed pipeline."""
         from torch_geometric.data import Data
 
-        return self.build(Data(pos=pos, x=x, num_nodes=pos.shape[0]))
+        readout = {k: hits[k] for k in READOUT if getattr(hits, k, None) is not None}
+        return self.build(Data(**readout, num_nodes=hits.num_nodes))
 
     def embed(self, d) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -110,7 +116,7 @@ class Pipeline:
                             min_hits=self.min_hits, method=self.building, order_key=order_key,
                             cc_method=self.cc_method)
 
-    def run(self, pos: torch.Tensor, x: torch.Tensor, marks: Optional[list] = None):
+    def run(self, hits, marks: Optional[list] = None):
         """All stages; ``marks`` gets one CUDA event / host time per stage boundary."""
         def mark():
             if marks is not None:
@@ -122,7 +128,7 @@ class Pipeline:
                     marks.append(time.perf_counter())
 
         mark()
-        d = self.graph(pos, x)
+        d = self.graph(hits)
         mark()
         h = self.embed(d)
         mark()
@@ -139,7 +145,7 @@ def stage_ms(marks: list, device: torch.device) -> list[float]:
     return [(b - a) * 1e3 for a, b in zip(marks[:-1], marks[1:])]
 
 
-def bench_inference(pipe: Pipeline, pos: torch.Tensor, x: torch.Tensor, device: torch.device,
+def bench_inference(pipe: Pipeline, hits, device: torch.device,
                     *, warmup: int, repeat: int, compiled: bool) -> dict:
     """Time ``repeat`` full passes after ``warmup``; per-stage medians, total, memory."""
     graphs0 = tsb.dynamo_graph_count()
@@ -147,7 +153,7 @@ def bench_inference(pipe: Pipeline, pos: torch.Tensor, x: torch.Tensor, device: 
 
     def one(i: int):
         marks: list = []
-        pipe.run(pos, x, marks)
+        pipe.run(hits, marks)
         per_pass.append(marks)
 
     counts = {}
@@ -168,14 +174,14 @@ def bench_inference(pipe: Pipeline, pos: torch.Tensor, x: torch.Tensor, device: 
     return row
 
 
-def host_syncs(pipe: Pipeline, pos, x, device: torch.device) -> Optional[dict]:
+def host_syncs(pipe: Pipeline, hits, device: torch.device) -> Optional[dict]:
     """Blocking host-device syncs per stage in one pass (CUDA only)."""
     if device.type != "cuda":
         return None
-    d = pipe.graph(pos, x)
+    d = pipe.graph(hits)
     h = pipe.embed(d)
     s = pipe.scores(d, h)
-    return {"graph": tsb.count_host_syncs(lambda: pipe.graph(pos, x), device),
+    return {"graph": tsb.count_host_syncs(lambda: pipe.graph(hits), device),
             "encoder": tsb.count_host_syncs(lambda: pipe.embed(d), device),
             "edge_scores": tsb.count_host_syncs(lambda: pipe.scores(d, h), device),
             "tracks": tsb.count_host_syncs(lambda: pipe.tracks(d, s), device)}
@@ -185,14 +191,13 @@ def bench_event(data, mode: str, model_args: dict, graph: dict, device: torch.de
                 *, building: str, cc_method: str, threshold: float, min_hits: int) -> dict:
     """One mode on one event: a fresh model, reference pass, timed passes, track counts."""
     bf16, compiled = tsb.mode_flags(mode)
-    pos, x = data.pos, data.x
     torch.manual_seed(0)
     model = make_model(model_args, device)
     pipe = Pipeline(model, graph, device, bf16=bf16, cc_method=cc_method, building=building,
                     threshold=threshold, min_hits=min_hits)
     with torch.inference_mode():
-        ref, _, _ = pipe.run(pos, x)
-        same = torch.equal(pipe.graph(pos, x).edge_index, ref.edge_index)
+        ref, _, _ = pipe.run(data)
+        same = torch.equal(pipe.graph(data).edge_index, ref.edge_index)
         use_truth = args.track_scores == "truth" or (
             args.track_scores == "auto" and getattr(data, "particle_id", None) is not None)
         if use_truth:
@@ -205,14 +210,14 @@ def bench_event(data, mode: str, model_args: dict, graph: dict, device: torch.de
             pipe.head.compile(dynamic=not args.static)
         row = {"edges": int(ref.edge_index.shape[1]), "graph_deterministic": bool(same),
                "track_scores": "truth" if use_truth else "model",
-               **bench_inference(pipe, pos, x, device, warmup=args.warmup, repeat=args.repeat,
+               **bench_inference(pipe, data, device, warmup=args.warmup, repeat=args.repeat,
                                  compiled=compiled)}
-        _, s, tid = pipe.run(pos, x)
+        _, s, tid = pipe.run(data)
         kept = (pipe.track_scores if use_truth else s) > threshold
         row["kept_edges"] = int(kept.sum())
         row["tracks"] = int(tid.max()) + 1 if tid.numel() else 0
         row["hits_in_tracks"] = int((tid >= 0).sum())
-        row["host_syncs"] = host_syncs(pipe, pos, x, device)
+        row["host_syncs"] = host_syncs(pipe, data, device)
     if device.type == "cuda" and data.num_nodes >= 90_000:
         row["within_targets"] = {
             "total_ms": row["total"]["ms_median"] <= TARGET_TOTAL_MS,

@@ -15,10 +15,11 @@ Events are simulated (``trackml`` preset, exact particle counts chosen from a ca
 hits-per-particle ratio to hit the ``--hits`` targets) and their graph is built once, on
 the benchmark device, outside the timed steps. ``--max-neighbors`` lists the graphs: ``0``
 is the config's graph as it is (what training uses), ``k > 0`` the config's graph with its
-``max_num_neighbors`` set to k (``6`` gives ~7 edges per hit, the degree of the DESIGN's
-reference measurement, 94k hits / 628k edges); rows say which (``graph``: ``config``,
-``k6``). The config's graph bounds the degree too (``max_num_neighbors: 35``, ~40 edges
-per hit at 50k hits): without any cap a fixed-radius graph gains edges like hits^2.
+``max_num_neighbors`` set to k and without its ``union`` members (``6`` gives ~7 edges per
+hit, the degree of the DESIGN's reference measurement, 94k hits / 628k edges); rows say
+which (``graph``: ``config``, ``k6``). The config's graph bounds the degree too (learned
+frame + layer-pair filter, ~40 edges per hit at 10k particles): without a filter or a cap a
+fixed-radius graph gains edges like hits^2.
 
 Timing: ``--warmup`` untimed steps, then the median (and min, mean) of ``--steps`` timed
 steps; on CUDA each step is bracketed by ``torch.cuda.synchronize()``. Memory: on CUDA
@@ -94,12 +95,14 @@ def load_config(path: str | Path) -> dict:
 
 
 def bench_graph(config_graph: dict, max_neighbors: int) -> dict:
-    """BuildGraph keyword arguments: the config's graph, capped at ``max_neighbors`` (0 = no cap)."""
+    """BuildGraph keyword arguments: the config's graph (0), or its own radius graph capped
+    at ``max_neighbors`` without the ``union`` members, so the degree is the cap's."""
     graph = dict(config_graph)
     if max_neighbors < 0:
         raise ValueError(f"--max-neighbors must be >= 0, got {max_neighbors}")
     if max_neighbors:
         graph["max_num_neighbors"] = int(max_neighbors)
+        graph.pop("union", None)
     return graph
 
 

@@ -7,8 +7,10 @@ Example::
 
 ``--frame learned --embedding PATH`` scans the frame of a trained
 :class:`~gnn_jepa.graph.metric_learning.HitEmbedding` instead; ``--pair-filter PATH`` applies
-a saved :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` to every graph; ``--ceiling``
-adds the TrackML score of tracks built from truth edge scores (the graph's ceiling).
+a saved :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` to every graph; ``--union
+JSON`` adds the edges of more graphs (a list of ``BuildGraph`` argument dicts, as a config's
+``graph: {union: [...]}``) to every scanned one; ``--ceiling`` adds the TrackML score of
+tracks built from truth edge scores (the graph's ceiling).
 
 For each radius (and each ``--max-num-neighbors`` value, 0 = no cap) it prints the edge
 efficiency for true segments of particles with pT > ``--pt-min`` (pooled over the events),
@@ -30,6 +32,7 @@ import torch
 from gnn_jepa.graph.edges import graph_truth_metrics, true_segments
 from gnn_jepa.graph.frames import FRAME_KINDS, GraphFrame
 from gnn_jepa.graph.radius import pair_distance2, radius_graph
+from gnn_jepa.graph.transform import BuildGraph, union_edges
 
 __all__ = ["main", "scan"]
 
@@ -72,11 +75,14 @@ def segment_radius_quantiles(datas: list, frame: GraphFrame, pt_min: float,
 
 
 def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
-         pt_min: float = 1.0, *, pair_filter=None, ceiling: bool = False) -> list[dict]:
+         pt_min: float = 1.0, *, pair_filter=None, union=None,
+         ceiling: bool = False) -> list[dict]:
     """One row per (radius, cap): efficiencies pooled over events, mean degree and purity.
 
     ``pair_filter`` (a :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter`) is applied to
-    each radius graph, as ``BuildGraph(pair_filter=...)`` does. With ``ceiling``, each row
+    each radius graph, as ``BuildGraph(pair_filter=...)`` does; the edges of each
+    :class:`~gnn_jepa.graph.transform.BuildGraph` in ``union`` are then added, as
+    ``BuildGraph(union=...)`` does. With ``ceiling``, each row
     also has the mean TrackML score and DM efficiency of tracks built by the walkthrough
     from truth edge scores (:func:`~gnn_jepa.tracking.ceiling.tracking_ceiling`): the best
     any edge classifier can do on that graph.
@@ -94,6 +100,8 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
                                   max_num_neighbors=cap or None)
                 if pair_filter is not None:
                     ei = ei[:, pair_filter(d, ei)]
+                if union:
+                    ei = union_edges([ei] + [u.edges(d) for u in union], d.num_nodes)
                 if ceiling:
                     c = tracking_ceiling(d, ei, pt_min=pt_min)
                     score += c["trackml_score"]
@@ -143,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pt-min", type=float, default=1.0)
     p.add_argument("--pair-filter", default=None,
                    help="saved LayerPairFilter (.json) applied to every radius graph")
+    p.add_argument("--union", type=json.loads, default=None,
+                   help="JSON dict or list of dicts of BuildGraph arguments: their edges are "
+                        "added to every scanned graph (a config's graph: {union: [...]})")
     p.add_argument("--ceiling", action="store_true",
                    help="also build tracks from truth edge scores (walkthrough) and print "
                         "their TrackML score and DM efficiency: the graph's ceiling")
@@ -168,13 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.pair_filter is not None:
         from gnn_jepa.graph.pair_filter import LayerPairFilter
         pair_filter = LayerPairFilter.load(args.pair_filter)
+    union = None
+    if args.union is not None:
+        members = [args.union] if isinstance(args.union, dict) else args.union
+        union = [BuildGraph(**m) for m in members]
     datas = simulate_events(args.preset, args.particles, args.events, args.seed)
     quant = segment_radius_quantiles(datas, frame, args.pt_min)
     rows = scan(datas, frame, args.radii, args.max_num_neighbors, args.pt_min,
-                pair_filter=pair_filter, ceiling=args.ceiling)
+                pair_filter=pair_filter, union=union, ceiling=args.ceiling)
     out = {"preset": args.preset, "particles": args.particles, "events": args.events,
            "seed": args.seed, "frame": frame.to_dict(), "pt_min": args.pt_min,
            "pair_filter": repr(pair_filter) if pair_filter is not None else None,
+           "union": repr(union) if union is not None else None,
            "mean_hits": sum(d.num_nodes for d in datas) / len(datas),
            "radius_for_efficiency": quant, "rows": rows}
     if args.json:
@@ -183,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{frame!r}  {args.preset}: {args.particles} particles, {args.events} events, "
           f"{out['mean_hits']:.0f} hits/event"
-          + (f"\n{pair_filter!r}" if pair_filter is not None else ""))
+          + (f"\n{pair_filter!r}" if pair_filter is not None else "")
+          + (f"\n+ edges of {union!r}" if union is not None else ""))
     print("radius for pT>%g efficiency (uncapped): " % args.pt_min
           + ", ".join(f"{float(q) * 100:g}%: {v:.4g}" for q, v in quant.items()))
     print(f"{'radius':>8} {'cap':>5} {'eff(pT>' + format(args.pt_min, 'g') + ')':>11} "

@@ -1,6 +1,8 @@
 """PyG transform that builds an event's radius graph, edge features and edge labels."""
 from __future__ import annotations
 
+import torch
+from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
@@ -8,7 +10,7 @@ from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
 from gnn_jepa.graph.radius import radius_graph
 
-__all__ = ["BuildGraph", "DEFAULT_GRAPH"]
+__all__ = ["BuildGraph", "DEFAULT_GRAPH", "union_edges"]
 
 #: Default graph, from radius scans (``python -m gnn_jepa.graph.report``) on the simulator's
 #: trackml preset. (0.1 eta, phi, 2e-4 r[mm]) beat every cylindrical and eta_phi weighting
@@ -49,6 +51,11 @@ class BuildGraph(BaseTransform):
             when ``loop``); then features and labels. Needs ``data.volume_id`` and
             ``data.layer_id``. Its decision does not depend on edge direction, so an
             undirected graph stays undirected.
+        union: more graphs whose edges are added to this one's, each a dict of these same
+            arguments (without ``union``), e.g. a narrow graph that keeps the high-pT
+            segments plus a sparse one that keeps low-pT segments. Each member builds its
+            own radius graph (frame, radius, cap, filter); the result is the set union of
+            all edges (duplicates removed, sorted), then one set of features and labels.
     """
 
     def __init__(self, radius: float = DEFAULT_GRAPH["radius"], kind: str = DEFAULT_GRAPH["kind"],
@@ -57,7 +64,8 @@ class BuildGraph(BaseTransform):
                  w_eta: float = DEFAULT_GRAPH["w_eta"],
                  max_num_neighbors: int | None = DEFAULT_GRAPH["max_num_neighbors"],
                  undirected: bool = True, loop: bool = False, backend: str = "auto",
-                 embedding: str | None = None, pair_filter: str | None = None) -> None:
+                 embedding: str | None = None, pair_filter: str | None = None,
+                 union: list[dict] | dict | None = None) -> None:
         if not float(radius) > 0:
             raise ValueError(f"BuildGraph: radius must be > 0, got {radius}")
         if kind == "learned":
@@ -82,24 +90,41 @@ class BuildGraph(BaseTransform):
         if pair_filter is not None:
             from gnn_jepa.graph.pair_filter import LayerPairFilter
             self.pair_filter = LayerPairFilter.load(pair_filter)
+        if isinstance(union, dict):
+            union = [union]
+        self.union: list[BuildGraph] = []
+        for k, member in enumerate(union or []):
+            if not isinstance(member, dict):
+                raise TypeError(f"BuildGraph: union[{k}] must be a dict of BuildGraph "
+                                f"arguments, got {type(member).__name__}")
+            if "union" in member:
+                raise ValueError(f"BuildGraph: union[{k}] has its own 'union'; list every "
+                                 "member at the top level instead")
+            self.union.append(BuildGraph(**member))
 
-    def forward(self, data: Data) -> Data:
+    def edges(self, data: Data) -> Tensor:
+        """This graph's ``edge_index`` [2, E] for ``data`` (members of ``union`` included),
+        without touching ``data``."""
         pos = getattr(data, "pos", None)
         if pos is None:
             raise ValueError("BuildGraph: data has no 'pos' attribute (x, y, z of each hit)")
         batch = getattr(data, "batch", None)
         coords = self.frame.coords(pos)
-        data.edge_index = radius_graph(coords, self.radius, batch=batch,
-                                       periods=self.frame.periods,
-                                       max_num_neighbors=self.max_num_neighbors,
-                                       loop=self.loop, undirected=self.undirected,
-                                       backend=self.backend)
+        ei = radius_graph(coords, self.radius, batch=batch, periods=self.frame.periods,
+                          max_num_neighbors=self.max_num_neighbors, loop=self.loop,
+                          undirected=self.undirected, backend=self.backend)
         if self.pair_filter is not None:
-            ei = data.edge_index
             keep = self.pair_filter(data, ei)
             if self.loop:
                 keep |= ei[0] == ei[1]
-            data.edge_index = ei[:, keep]
+            ei = ei[:, keep]
+        if self.union:
+            ei = union_edges([ei] + [m.edges(data) for m in self.union], pos.size(0))
+        return ei
+
+    def forward(self, data: Data) -> Data:
+        pos = getattr(data, "pos", None)
+        data.edge_index = self.edges(data)
         data.edge_attr = edge_features(pos, data.edge_index)
         if getattr(data, "particle_id", None) is not None:
             data.y = edge_labels(data.particle_id, data.edge_index)
@@ -117,5 +142,20 @@ class BuildGraph(BaseTransform):
             extra += f", backend={self.backend!r}"
         if self.pair_filter is not None:
             extra += f", pair_filter={self.pair_filter!r}"
+        if self.union:
+            extra += f", union={self.union!r}"
         return f"{type(self).__name__}(radius={self.radius:g}, frame={self.frame!r}{extra})"
 
+
+
+def union_edges(edge_indices: list[Tensor], num_nodes: int) -> Tensor:
+    """Set union of several ``edge_index`` tensors on the same ``num_nodes`` nodes.
+
+    Each directed pair (i, j) appears once; the result is sorted by (i, j), so it does not
+    depend on the order of the inputs.
+    """
+    ei = torch.cat(edge_indices, dim=1)
+    if ei.numel() == 0:
+        return ei
+    key = torch.unique(ei[0].long() * num_nodes + ei[1].long())
+    return torch.stack([key // num_nodes, key % num_nodes]).to(ei.dtype)

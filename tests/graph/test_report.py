@@ -43,3 +43,23 @@ def test_report_ceiling_grows_with_the_graph_and_filter_is_applied(capsys):
     out = json.loads(capsys.readouterr().out)
     assert "trackml_all_pt" in out["pair_filter"]
     assert {r["radius"]: r for r in out["rows"]}[3]["mean_degree"] < rows[3]["mean_degree"]
+
+
+def test_report_union_adds_a_second_graphs_edges(capsys):
+    """``--union`` scans the union of each radius graph and the given graph: a superset of
+    both, so its efficiency and degree are at least each one's."""
+    base = ["--particles", "40", "--events", "1", "--radii", "0.03", "--w-eta", "0.1",
+            "--w-r", "2e-4", "--json"]
+    other = {"kind": "cylindrical", "w_r": 1e-3, "w_z": 1e-3, "radius": 0.05}
+    assert main(base) == 0
+    alone = json.loads(capsys.readouterr().out)["rows"][0]
+    assert main(["--particles", "40", "--events", "1", "--frame", "cylindrical", "--w-r",
+                 "1e-3", "--w-z", "1e-3", "--radii", "0.05", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)["rows"][0]
+    assert main(base + ["--union", json.dumps(other)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    both = out["rows"][0]
+    assert "cylindrical" in out["union"]
+    assert both["efficiency"] >= max(alone["efficiency"], second["efficiency"])
+    assert both["mean_degree"] > max(alone["mean_degree"], second["mean_degree"])
+    assert both["mean_degree"] <= alone["mean_degree"] + second["mean_degree"] + 1e-9

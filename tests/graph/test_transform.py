@@ -74,3 +74,43 @@ def test_build_graph_cap_and_repr():
                        "w_r=0.001), max_num_neighbors=2, undirected=False)")
     with pytest.raises(ValueError, match="radius"):
         BuildGraph(radius=-1.0)
+
+
+def test_union_is_the_set_union_of_its_members_edges():
+    data = small_event(3, n_tracks=8)
+    narrow = dict(radius=0.15, kind="eta_phi", w_eta=1.0, w_r=1e-3)
+    other = dict(radius=0.4, kind="cylindrical", w_r=1e-3, w_z=1e-3, max_num_neighbors=3)
+    a = BuildGraph(**narrow)(data.clone()).edge_index
+    b = BuildGraph(**other)(data.clone()).edge_index
+    out = BuildGraph(**narrow, union=[other])(data.clone())
+    # Reference: a Python set of pairs, sorted by (source, target) like radius_graph.
+    ref = sorted(set(map(tuple, a.t().tolist())) | set(map(tuple, b.t().tolist())))
+    assert out.edge_index.t().tolist() == [list(p) for p in ref]
+    assert len(ref) > max(a.shape[1], b.shape[1])  # each member adds edges of its own
+    assert torch.equal(out.edge_attr, edge_features(data.pos, out.edge_index))
+    assert torch.equal(out.y, edge_labels(data.particle_id, out.edge_index))
+    assert is_undirected(out.edge_index)
+    # A single dict works like a one-element list; the order of members does not matter.
+    swapped = BuildGraph(**other, union=narrow)(data.clone())
+    assert torch.equal(swapped.edge_index, out.edge_index)
+    # The members show in the repr, so the dataset cache key follows them.
+    assert "union=[BuildGraph(radius=0.4, frame=GraphFrame('cylindrical'" in repr(
+        BuildGraph(**narrow, union=[other]))
+
+
+def test_union_rejects_nesting_and_non_dicts():
+    with pytest.raises(ValueError, match="own 'union'"):
+        BuildGraph(radius=0.1, union=[{"radius": 0.2, "union": {"radius": 0.3}}])
+    with pytest.raises(TypeError, match=r"union\[0\]"):
+        BuildGraph(radius=0.1, union=[0.2])
+
+
+def test_union_edges_of_batched_events_stays_within_events():
+    a, b = small_event(1), small_event(2)
+    batch = Batch.from_data_list([a, b])
+    t = BuildGraph(radius=0.15, kind="eta_phi", w_eta=1.0, w_r=1e-3,
+                   union={"radius": 0.4, "kind": "cylindrical", "w_r": 1e-3, "w_z": 1e-3})
+    out = t(batch)
+    assert torch.equal(out.batch[out.edge_index[0]], out.batch[out.edge_index[1]])
+    single = t(a.clone())
+    assert torch.equal(out.edge_index[:, out.batch[out.edge_index[0]] == 0], single.edge_index)

@@ -11,6 +11,12 @@ Shipped (each file's metadata / config records how it was made; commands in the 
 * ``trackml_all_pt.json``: a :class:`~gnn_jepa.graph.pair_filter.LayerPairFilter` fitted
   on the true segments of *all* particles (pT > 0) of such events, so it keeps low-pT
   segments, which carry most of the TrackML score.
+* ``trackml_pt1.pt`` / ``trackml_pt1.json``: an embedding trained on the true segments of
+  pT > 1 GeV particles, and a filter fitted on them, at 10,000 particles per event (pileup
+  ~200 scale). Tighter for high pT: at 10k particles radius 0.0316 keeps 99.2% of the
+  pT > 1 segments at mean degree ~30, where the all-pT pair would need degree > 40. The
+  GPU configs add the all-pT pair's edges to it (``BuildGraph(union=...)``), so low-pT
+  segments are not lost.
 """
 from __future__ import annotations
 
