@@ -9,6 +9,8 @@ every arm. Prints JSON (one row per run) and a summary table (mean and min-max o
 
     python benchmarks/label_efficiency.py --labels 1,10 --seeds 0,1,2 --pretrain-steps 800
     python benchmarks/label_efficiency.py --variants '{"none": {"anti_collapse": "none"}}'
+    python benchmarks/label_efficiency.py --ckpt runs/pre/pretrained.ckpt --arms finetune,frozen \
+        --finetune-overrides '{"encoder_lr": 1e-4}'   # reuse a checkpoint, other fine-tuning
 """
 from __future__ import annotations
 
@@ -121,6 +123,12 @@ def main(argv=None):
     p.add_argument("--num-test", type=int, default=None)
     p.add_argument("--pretrain-events", type=int, default=None,
                    help="override the number of unlabelled pretraining events")
+    p.add_argument("--ckpt", default=None,
+                   help="fine-tune from this JEPA checkpoint instead of pretraining "
+                        "(--variants and --pretrain-* are then not used)")
+    p.add_argument("--finetune-overrides", default="{}",
+                   help="JSON {TrackFinding argument: value} for every arm, e.g. "
+                        "'{\"encoder_lr\": 1e-4}'")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true")
     p.add_argument("--out", default="runs/label_efficiency")
@@ -140,6 +148,7 @@ def main(argv=None):
     enc_args = {k: pre_model[k] for k in ENCODER_ARGS if k in pre_model and k != "d_input"}
     ft_args = {k: v for k, v in ft_model.items() if k not in ENCODER_ARGS and k not in
                ("pretrained", "mode", "output_dir", "total_steps")}
+    ft_args.update(json.loads(a.finetune_overrides))
     variants = json.loads(a.variants)
     arms = a.arms.split(",")
     labels = [int(x) for x in a.labels.split(",")]
@@ -160,11 +169,19 @@ def main(argv=None):
         for n in labels:
             for s in seeds:
                 record("none (random init)", "scratch", n, s, -1, None, {})
-    for name, overrides in variants.items():
-        for pseed in [int(x) for x in a.pretrain_seeds.split(",")]:
-            ckpt, model = pretrain(pre_model, pre_data, overrides, a.pretrain_steps, pseed,
-                                   out / name / f"p{pseed}", a.accelerator, a.precision)
-            info = {"pretrain_overrides": overrides}
+    if a.ckpt:  # one given checkpoint stands for the pretraining
+        ckpts = [("checkpoint", None, -1, lambda: (a.ckpt, None))]
+    else:
+        ckpts = [(name, overrides, pseed,
+                  lambda name=name, overrides=overrides, pseed=pseed: pretrain(
+                      pre_model, pre_data, overrides, a.pretrain_steps, pseed,
+                      out / name / f"p{pseed}", a.accelerator, a.precision))
+                 for name, overrides in variants.items()
+                 for pseed in [int(x) for x in a.pretrain_seeds.split(",")]]
+    for name, overrides, pseed, run_pretraining in ckpts:
+        if [x for x in arms if x != "scratch"]:
+            ckpt, _ = run_pretraining()
+            info = {"pretrain_overrides": overrides} if overrides is not None else {"ckpt": ckpt}
             for arm in [x for x in arms if x != "scratch"]:
                 for n in labels:
                     for s in seeds:

@@ -328,3 +328,53 @@ def test_learned_graph_benchmark_json(tmp_path):
         for row in res[side]["pair_filtered"]:
             assert 0.0 <= row["efficiency_pt1"] <= 1.0 and row["mean_degree"] >= 0.0
     assert (tmp_path / "learned_100.pt").is_file() and (tmp_path / "pair_filter_100.json").is_file()
+
+
+def test_label_efficiency_pretrains_then_reuses_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """Tiny study: pretraining + finetune/scratch arms; then ``--ckpt`` fine-tunes from that
+    checkpoint without pretraining again, and ``--finetune-overrides`` reaches every arm."""
+    import yaml
+
+    le = _load("label_efficiency")
+    small = {"preset": "trackml", "num_particles": 20}
+    paths = {}
+    for stage in ("pretrain", "finetune"):
+        cfg = yaml.safe_load((ROOT / f"configs/{stage}/trackml_small.yaml").read_text())
+        cfg["data"].update(simulator=small, num_val=1, num_test=2, cache_dir=str(tmp_path / "cache"))
+        cfg["model"]["init_args"].update(d_model=16, d_embedding=8, n_layers=1, heads=2)
+        if stage == "pretrain":
+            cfg["model"]["init_args"].update(d_predictor=8, predictor_layers=1, probe_events=1)
+        paths[stage] = tmp_path / f"{stage}.yaml"
+        paths[stage].write_text(yaml.safe_dump(cfg))
+    common = ["--pretrain-config", str(paths["pretrain"]), "--finetune-config",
+              str(paths["finetune"]), "--labels", "1", "--seeds", "0", "--finetune-steps", "2",
+              "--accelerator", "cpu"]
+    out = le.main(common + ["--pretrain-steps", "2", "--pretrain-events", "2",
+                            "--arms", "finetune,scratch", "--out", str(tmp_path / "a")])
+    assert [(r["arm"], r["variant"]) for r in out["rows"]] == [
+        ("scratch", "none (random init)"), ("finetune", "vicreg")]
+    for r in out["rows"]:
+        assert 0.0 <= r["edge_auc"] <= 1.0 and 0.0 <= r["trackml_score"] <= 1.0
+    ckpt = tmp_path / "a" / "vicreg" / "p0" / "pretrained.ckpt"
+    assert ckpt.is_file()
+    stamp = ckpt.stat().st_mtime_ns
+    seen = []
+    real = le.finetune_and_test
+
+    def spy(ckpt_path, *args):
+        seen.append((ckpt_path, args[-1]))  # ft_args: what every arm's TrackFinding gets
+        return real(ckpt_path, *args)
+
+    monkeypatch.setattr(le, "finetune_and_test", spy)
+    again = le.main(common + ["--ckpt", str(ckpt), "--arms", "frozen", "--out",
+                              str(tmp_path / "b"), "--finetune-overrides",
+                              '{"encoder_lr": 1e-4}', "--json", str(tmp_path / "b.json")])
+    assert ckpt.stat().st_mtime_ns == stamp  # read, never pretrained or rewritten
+    assert not (tmp_path / "b" / "vicreg").exists()
+    (row,) = again["rows"]
+    assert row["arm"] == "frozen" and row["ckpt"] == str(ckpt)
+    assert 0.0 <= row["edge_auc"] <= 1.0
+    assert [(c, a["encoder_lr"]) for c, a in seen] == [(str(ckpt), 1e-4)]
+    assert seen[0][1]["head_lr"] == 2e-3  # the config's other arguments stay
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert json.loads(saved["args"]["finetune_overrides"]) == {"encoder_lr": 1e-4}
