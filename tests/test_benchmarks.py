@@ -378,3 +378,16 @@ def test_label_efficiency_pretrains_then_reuses_a_checkpoint(tmp_path, capsys, m
     assert seen[0][1]["head_lr"] == 2e-3  # the config's other arguments stay
     saved = json.loads((tmp_path / "b.json").read_text())
     assert json.loads(saved["args"]["finetune_overrides"]) == {"encoder_lr": 1e-4}
+
+
+def test_graph_build_benchmark_times_the_config_graph_and_the_reference(capsys):
+    gb = _load("graph_build")
+    doc = gb.main(["--particles", "200", "--repeat", "2"])
+    assert json.loads(capsys.readouterr().out) == doc
+    assert doc["config"]["graph"]["union"]  # the GPU config's learned union graph
+    assert doc["reference"]["graph"] == gb.OLD_GPU_GRAPH
+    for key in ("config", "reference"):
+        row = doc[key]
+        assert 0 < row["seconds_min"] <= row["seconds_median"]
+        assert row["edges"] > 0 and row["mean_degree"] == round(row["edges"] / doc["hits"], 2)
+    assert doc["config_over_reference"] > 0
