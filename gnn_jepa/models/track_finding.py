@@ -82,6 +82,11 @@ class TrackFinding(pl.LightningModule):
         mode: ``finetune``, ``frozen`` or ``scratch``.
         head_hidden, head_layers: edge head MLP.
         encoder_lr, head_lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
+        encoder_frozen_steps: ``finetune`` only: for this many first steps the encoder is
+            frozen (no gradient, no update) and only the head trains; then the encoder's
+            learning rate warms up and decays over the remaining steps (linear probe, then
+            fine-tuning: a head trained first does not send large random gradients into
+            pretrained features).
         pos_weight: BCE weight of true edges; ``None`` = #false / #true per batch (imbalance).
         edge_label: what a true edge is, for training and the edge metrics: ``"particle"``
             (both hits from one non-noise particle, ``data.y``) or ``"segment"`` (and
@@ -103,6 +108,7 @@ class TrackFinding(pl.LightningModule):
                  mode: str = "finetune", head_hidden: int = 64, head_layers: int = 2,
                  encoder_lr: float = 5e-4, head_lr: float = 2e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 10, total_steps: Optional[int] = None,
+                 encoder_frozen_steps: int = 0,
                  pos_weight: Optional[float] = None, edge_label: str = "particle", threshold: float = 0.5, building: str = "cc",
                  tune_threshold: bool = False,
                  threshold_grid: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95),
@@ -112,6 +118,8 @@ class TrackFinding(pl.LightningModule):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if edge_label not in EDGE_LABELS:
             raise ValueError(f"edge_label must be one of {EDGE_LABELS}, got {edge_label!r}")
+        if encoder_frozen_steps < 0:
+            raise ValueError(f"encoder_frozen_steps must be >= 0, got {encoder_frozen_steps}")
         if mode != "scratch" and not pretrained:
             raise ValueError(f"mode {mode!r} needs --model.pretrained=<JEPA checkpoint>; "
                              "use mode: scratch to train from a random init")
@@ -137,13 +145,21 @@ class TrackFinding(pl.LightningModule):
     def forward(self, data) -> torch.Tensor:
         """Edge logits [E] for a (batched) event graph."""
         ea = getattr(data, "edge_attr", None)
-        if self.hparams.mode == "frozen":
+        if self.hparams.mode == "frozen" or self._encoder_frozen_now():
+            was_training = self.encoder.training
             self.encoder.eval()
             with torch.no_grad():
                 h = self.encoder(data.x, data.edge_index, ea)
+            self.encoder.train(was_training)
         else:
             h = self.encoder(data.x, data.edge_index, ea)
         return self.head(h, data.edge_index, ea)
+
+    def _encoder_frozen_now(self) -> bool:
+        """In the first ``encoder_frozen_steps`` training steps of ``finetune``."""
+        n = self.hparams.get("encoder_frozen_steps", 0)
+        return bool(n) and self.hparams.mode == "finetune" and self.training and \
+            self._trainer is not None and self.global_step < n
 
     def edge_targets(self, data) -> torch.Tensor:
         """Truth label of every edge of ``data`` under ``edge_label`` ([E] float)."""
@@ -296,6 +312,16 @@ class TrackFinding(pl.LightningModule):
             groups.append({"params": list(self.encoder.parameters()), "lr": hp.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
+        frozen = hp.get("encoder_frozen_steps", 0) if hp.mode == "finetune" else 0
+
+        def head_factor(s):
+            return warmup_cosine(s, hp.warmup_steps, total, 0.01)
+
+        def encoder_factor(s):  # 0 while frozen, then its own warmup + cosine
+            if s < frozen:
+                return 0.0
+            return warmup_cosine(s - frozen, hp.warmup_steps, max(total - frozen, 1), 0.01)
+
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, 0.01))
+            opt, [head_factor, encoder_factor][:len(groups)])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -135,3 +135,43 @@ def test_threshold_is_tuned_on_validation_events(tmp_path):
     path = tmp_path / "tf.ckpt"
     trainer.save_checkpoint(path)
     assert TrackFinding.load_from_checkpoint(path).threshold == pytest.approx(0.6)
+
+
+def test_encoder_frozen_steps_probe_then_finetune(tmp_path, toy_batch):
+    """With ``encoder_frozen_steps=3`` a real Trainer leaves the pretrained encoder exactly as
+    loaded for 3 steps while the head trains, then updates it; the encoder's lr is 0 in the
+    frozen phase and then warms up on its own."""
+    import lightning.pytorch as pl
+    from torch_geometric.loader import DataLoader
+
+    from tests.models.conftest import toy_event
+
+    _, path = save_jepa(tmp_path)
+    events = [toy_event(s) for s in range(4)]
+
+    def fit(steps):
+        torch.manual_seed(0)
+        tf = TrackFinding(pretrained=str(path), mode="finetune", encoder_frozen_steps=3,
+                          warmup_steps=2, total_steps=8, **ENC)
+        enc0 = [p.detach().clone() for p in tf.encoder.parameters()]
+        head0 = [p.detach().clone() for p in tf.head.parameters()]
+        trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(tf, DataLoader(events, batch_size=2))
+        enc_same = all(torch.equal(a, b) for a, b in zip(enc0, tf.encoder.parameters()))
+        head_same = all(torch.equal(a, b) for a, b in zip(head0, tf.head.parameters()))
+        return tf, trainer, enc_same, head_same
+
+    tf, trainer, enc_same, head_same = fit(3)
+    assert enc_same and not head_same
+    assert tf.encoder.training  # the frozen phase does not leave the encoder in eval mode
+    _, _, enc_same, _ = fit(5)
+    assert not enc_same
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    head_f, enc_f = sched.lr_lambdas
+    assert [enc_f(s) for s in range(3)] == [0.0, 0.0, 0.0]
+    assert enc_f(3) == 0.5 and enc_f(4) == 1.0  # warmup_steps=2, counted from step 3
+    assert head_f(0) == 0.5
+    with pytest.raises(ValueError, match="encoder_frozen_steps"):
+        TrackFinding(mode="scratch", encoder_frozen_steps=-1, **ENC)
