@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_step as tsb  # noqa: E402  (shared helpers of the benchmarks)
+
 OLD_GPU_GRAPH = {"kind": "eta_phi", "w_eta": 0.1, "w_phi": 1.0, "w_r": 2e-4, "radius": 0.09,
                  "max_num_neighbors": 35}
 
@@ -48,7 +49,7 @@ def time_graph(graph: dict, data, repeat: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(ROOT / "configs/pretrain/trackml_gpu.yaml"))
+    p.add_argument("--config", default=str(tsb.ROOT / "configs/pretrain/trackml_gpu.yaml"))
     p.add_argument("--reference", type=json.loads, default=OLD_GPU_GRAPH,
                    help="JSON BuildGraph arguments of the reference graph")
     p.add_argument("--particles", type=int, default=10000)
@@ -62,14 +63,14 @@ def main(argv: list[str] | None = None) -> dict:
     from gnn_jepa.data.convert import event_to_data
     from gnn_jepa.data.simulator import Simulator
 
-    data_cfg = yaml.safe_load(Path(a.config).read_text())["data"]
-    sim_cfg = {**data_cfg.get("simulator", {}), "num_particles": a.particles}
+    cfg = tsb.load_config(a.config)
+    sim_cfg = {**cfg["simulator"], "num_particles": a.particles}
     preset = sim_cfg.pop("preset", "trackml")
     data = event_to_data(Simulator.from_preset(preset, **sim_cfg).simulate(seed=a.seed))
     doc = {"benchmark": "graph_build", "argv": sys.argv[1:] if argv is None else argv,
            "torch": torch.__version__, "platform": platform.platform(), "threads": a.threads,
            "hits": int(data.num_nodes), "particles": a.particles,
-           "config": time_graph(data_cfg["graph"], data, a.repeat),
+           "config": time_graph(cfg["graph"], data, a.repeat),
            "reference": time_graph(a.reference, data, a.repeat)}
     doc["config_over_reference"] = round(
         doc["config"]["seconds_median"] / max(doc["reference"]["seconds_median"], 1e-12), 3)

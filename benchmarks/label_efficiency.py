@@ -169,23 +169,22 @@ def main(argv=None):
         for n in labels:
             for s in seeds:
                 record("none (random init)", "scratch", n, s, -1, None, {})
-    if a.ckpt:  # one given checkpoint stands for the pretraining
-        ckpts = [("checkpoint", None, -1, lambda: (a.ckpt, None))]
-    else:
-        ckpts = [(name, overrides, pseed,
-                  lambda name=name, overrides=overrides, pseed=pseed: pretrain(
-                      pre_model, pre_data, overrides, a.pretrain_steps, pseed,
-                      out / name / f"p{pseed}", a.accelerator, a.precision))
-                 for name, overrides in variants.items()
-                 for pseed in [int(x) for x in a.pretrain_seeds.split(",")]]
-    for name, overrides, pseed, run_pretraining in ckpts:
-        if [x for x in arms if x != "scratch"]:
-            ckpt, _ = run_pretraining()
-            info = {"pretrain_overrides": overrides} if overrides is not None else {"ckpt": ckpt}
-            for arm in [x for x in arms if x != "scratch"]:
-                for n in labels:
-                    for s in seeds:
-                        record(name, arm, n, s, pseed, ckpt, info)
+    pretrained_arms = [x for x in arms if x != "scratch"]
+
+    def run_pretrained_arms(name, pseed, ckpt, info):
+        for arm in pretrained_arms:
+            for n in labels:
+                for s in seeds:
+                    record(name, arm, n, s, pseed, ckpt, info)
+
+    if pretrained_arms and a.ckpt:  # one given checkpoint stands for the pretraining
+        run_pretrained_arms("checkpoint", -1, a.ckpt, {"ckpt": a.ckpt})
+    elif pretrained_arms:
+        for name, overrides in variants.items():
+            for pseed in [int(x) for x in a.pretrain_seeds.split(",")]:
+                ckpt, _ = pretrain(pre_model, pre_data, overrides, a.pretrain_steps, pseed,
+                                   out / name / f"p{pseed}", a.accelerator, a.precision)
+                run_pretrained_arms(name, pseed, ckpt, {"pretrain_overrides": overrides})
     summary = summarize(rows)
     result = {"rows": rows, "summary": summary, "seconds": time.time() - t0,
               "args": vars(a), "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

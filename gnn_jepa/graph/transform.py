@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import coalesce
 
 from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
@@ -147,15 +148,10 @@ class BuildGraph(BaseTransform):
         return f"{type(self).__name__}(radius={self.radius:g}, frame={self.frame!r}{extra})"
 
 
-
 def union_edges(edge_indices: list[Tensor], num_nodes: int) -> Tensor:
     """Set union of several ``edge_index`` tensors on the same ``num_nodes`` nodes.
 
-    Each directed pair (i, j) appears once; the result is sorted by (i, j), so it does not
-    depend on the order of the inputs.
+    Each directed pair (i, j) appears once, sorted by (i, j) (PyG's ``coalesce``, the order
+    :func:`radius_graph` returns), so the result does not depend on the order of the inputs.
     """
-    ei = torch.cat(edge_indices, dim=1)
-    if ei.numel() == 0:
-        return ei
-    key = torch.unique(ei[0].long() * num_nodes + ei[1].long())
-    return torch.stack([key // num_nodes, key % num_nodes]).to(ei.dtype)
+    return coalesce(torch.cat(edge_indices, dim=1), num_nodes=num_nodes)

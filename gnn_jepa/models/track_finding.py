@@ -157,8 +157,8 @@ class TrackFinding(pl.LightningModule):
 
     def _encoder_frozen_now(self) -> bool:
         """In the first ``encoder_frozen_steps`` training steps of ``finetune``."""
-        n = self.hparams.get("encoder_frozen_steps", 0)
-        return bool(n) and self.hparams.mode == "finetune" and self.training and \
+        n = self.hparams.encoder_frozen_steps
+        return n > 0 and self.hparams.mode == "finetune" and self.training and \
             self._trainer is not None and self.global_step < n
 
     def edge_targets(self, data) -> torch.Tensor:
@@ -312,7 +312,7 @@ class TrackFinding(pl.LightningModule):
             groups.append({"params": list(self.encoder.parameters()), "lr": hp.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
-        frozen = hp.get("encoder_frozen_steps", 0) if hp.mode == "finetune" else 0
+        frozen = hp.encoder_frozen_steps if hp.mode == "finetune" else 0
 
         def head_factor(s):
             return warmup_cosine(s, hp.warmup_steps, total, 0.01)
