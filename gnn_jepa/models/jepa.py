@@ -73,6 +73,9 @@ class JEPAPretraining(pl.LightningModule):
             original Particle-JEPA's one embedding per region).
         query: ``"cell"`` (default, queries know only cell centres) or ``"hit"`` (one query per
             target hit carrying the hit's own coordinates; a comparison variant).
+        query_pairs: link the queries of one region in the predictor. Default (None): for cell
+            queries only; hit queries linked to each other would each see where the region's
+            other masked hits are.
         target_scope: ``"regions"`` (target encoder sees only the target regions' subgraphs) or
             ``"full"`` (the whole event graph, I-JEPA style).
         score_empty_cells: score all cells, empty ones against a zero target.
@@ -94,7 +97,8 @@ class JEPAPretraining(pl.LightningModule):
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  d_predictor: int = 48, predictor_layers: int = 3, predictor_heads: int = 4,
                  predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0, masker: Optional[dict] = None, cell_phi: int = 4,
-                 cell_eta: int = 4, cell_r: int = 2, query: str = "cell", target_scope: str = "regions",
+                 cell_eta: int = 4, cell_r: int = 2, query: str = "cell", query_pairs: Optional[bool] = None,
+                 target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0,
                  occupancy_weight: float = 0.0, anti_collapse: str = "vicreg",
                  anti_collapse_weight: float = 1.0, ema_momentum: tuple[float, float] = (0.996, 1.0),
@@ -119,7 +123,8 @@ class JEPAPretraining(pl.LightningModule):
         self.predictor = CellPredictor(d_embedding, d_predictor, predictor_layers, predictor_heads,
                                        d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn,
                                        knn_r_scale=predictor_knn_r_scale,
-                                       extra_outputs=1 if occupancy_weight > 0 else 0)
+                                       extra_outputs=1 if occupancy_weight > 0 else 0,
+                                       query_pairs=(query == "cell") if query_pairs is None else query_pairs)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
 

@@ -10,8 +10,9 @@ with a learned mask token :math:`t_\text{mask}`, the geometric features :math:`g
 cell centre and the descriptor :math:`d_k` of its target region; it never sees the target
 hits themselves (hits are only coordinates: showing them could hand over the answer). Edges:
 the context subgraph's own edges, each query's ``k`` nearest context hits (same event only,
-in the position feature space with the r column scaled by ``knn_r_scale``) and all query
-pairs of one region. Tracks run radially: the context hits that tell where a track crosses
+in the position feature space with the r column scaled by ``knn_r_scale``) and, with
+``query_pairs``, all query pairs of one region. Per-hit queries carry their hits' coordinates, so
+linking them would show every query where the other masked hits are (``query_pairs=False``). Tracks run radially: the context hits that tell where a track crosses
 a target cell lie along the same (phi, eta) direction, in the other r half, so a small
 ``knn_r_scale`` links a cell to them rather than to unrelated hits beside the region at
 the cell's own radius. ``n_layers`` pre-norm
@@ -84,18 +85,20 @@ class CellPredictor(nn.Module):
             (1: the plain position features).
         extra_outputs: further outputs per query after the ``d_embedding`` predicted
             embedding (e.g. 1 for a predicted hit count).
+        query_pairs: link all queries of one region to each other (cell queries: they carry
+            only fixed cell centres). Off, a query sees nothing but context hits.
     """
 
     def __init__(self, d_embedding: int, d_predictor: int = 48, n_layers: int = 3, heads: int = 4,
                  d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0,
-                 knn_r_scale: float = 1.0, extra_outputs: int = 0):
+                 knn_r_scale: float = 1.0, extra_outputs: int = 0, query_pairs: bool = True):
         super().__init__()
         if d_predictor % heads:
             raise ValueError(f"d_predictor={d_predictor} must be divisible by heads={heads}")
         if not knn_r_scale >= 0:
             raise ValueError(f"knn_r_scale must be >= 0, got {knn_r_scale}")
         self.d_embedding, self.d_predictor, self.knn = d_embedding, d_predictor, knn
-        self.knn_r_scale = knn_r_scale
+        self.knn_r_scale, self.query_pairs = knn_r_scale, query_pairs
         self.n_layers, self.heads, self.d_descriptor = n_layers, heads, d_descriptor
         self.context_in = nn.Linear(d_embedding, d_predictor)
         self.pos_in = nn.Sequential(nn.Linear(4, d_predictor), nn.GELU(), nn.Linear(d_predictor, d_predictor))
@@ -138,9 +141,10 @@ class CellPredictor(nn.Module):
         # context -> query: k nearest context hits of the same event
         cq = self.context_query_edges(query_pos, query_batch, context_pos, context_batch)
         cq = torch.stack([cq[0], cq[1] + nc])
-        # query <-> query: all pairs inside one region (regions hold few cells)
-        qq = _pairs_within_groups(query_region) + nc
-        edge_index = torch.cat([context_edge_index, cq, qq], dim=1)
+        edges = [context_edge_index, cq]
+        if self.query_pairs:  # query <-> query: all pairs inside one region (regions hold few cells)
+            edges.append(_pairs_within_groups(query_region) + nc)
+        edge_index = torch.cat(edges, dim=1)
         edge_attr = pos[edge_index[1]] - pos[edge_index[0]]
         for block in self.blocks:
             h = block(h, edge_index, edge_attr)
@@ -156,7 +160,7 @@ class CellPredictor(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, "
                 f"d_predictor={self.d_predictor}, n_layers={self.n_layers}, heads={self.heads}, "
-                f"knn={self.knn}, knn_r_scale={self.knn_r_scale})")
+                f"knn={self.knn}, knn_r_scale={self.knn_r_scale}, query_pairs={self.query_pairs})")
 
 
 def _pairs_within_groups(group: Tensor) -> Tensor:

@@ -39,6 +39,12 @@ def test_jepa_forward_losses_and_gradients(toy_batch, query, scope, empty):
     assert all(p.grad is None for p in model.target_encoder.parameters())
 
 
+def test_query_pairs_default_links_cells_not_hits():
+    assert JEPAPretraining(**SMALL).predictor.query_pairs
+    assert not JEPAPretraining(query="hit", **SMALL).predictor.query_pairs
+    assert JEPAPretraining(query="hit", query_pairs=True, **SMALL).predictor.query_pairs
+
+
 def test_cell_targets_are_mean_of_layer_normed_hit_embeddings(toy_batch):
     torch.manual_seed(0)
     model = JEPAPretraining(score_empty_cells=False, target_scope="full", **SMALL)

@@ -69,6 +69,26 @@ def test_predictor_queries_of_one_event_ignore_other_events():
     assert not torch.allclose(out1[2:], out2[2:])
 
 
+@pytest.mark.parametrize("query_pairs", [True, False])
+def test_unlinked_queries_never_see_each_other(query_pairs):
+    """Moving one query of a region changes its region-mates' predictions only when the
+    queries are linked (a hit query's position is the hit's: linked, it leaks)."""
+    torch.manual_seed(0)
+    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=2, heads=4, d_descriptor=5, knn=3,
+                         query_pairs=query_pairs).eval()
+    ctx, pos = torch.randn(12, 8), torch.randn(12, 4)
+    b, ei = torch.zeros(12, dtype=torch.long), torch.empty(2, 0, dtype=torch.long)
+    qp, qd = torch.randn(3, 4), torch.randn(3, 5)
+    qb, qr = torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long)
+    out1 = pred(ctx, pos, b, ei, qp, qd, qb, qr)
+    qp2 = qp.clone()
+    qp2[2] += 0.05  # small enough to keep every query's nearest context hits
+    out2 = pred(ctx, pos, b, ei, qp2, qd, qb, qr)
+    assert not torch.allclose(out1[2], out2[2])
+    assert torch.allclose(out1[:2], out2[:2]) != query_pairs
+    assert f"query_pairs={query_pairs}" in repr(pred)
+
+
 def test_knn_r_scale_links_a_cell_to_hits_along_its_direction():
     """A cell at r = 100 mm, phi = eta = 0. Context hit 0 lies on the same direction at
     r = 700 mm (the same radial track, other r half); hit 1 sits at the cell's radius but
