@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from gnn_jepa.models.jepa import ENCODER_ARGS
 from gnn_jepa.models.schedules import warmup_cosine
 from gnn_jepa.graph.edges import edge_labels, segment_labels
-from gnn_jepa.nn.edge_head import EdgeHead
+from gnn_jepa.nn.edge_head import EDGE_HEADS, EdgeHead, InteractionEdgeHead
 from gnn_jepa.nn.encoder import GraphTransformerEncoder
 from gnn_jepa.tracking.building import build_tracks
 from gnn_jepa.tracking.ceiling import hit_order_key
@@ -80,7 +80,11 @@ class TrackFinding(pl.LightningModule):
         pretrained: path of a JEPA checkpoint (``None`` only with ``mode: scratch``).
         pretrained_encoder: ``"target"`` (EMA, default) or ``"context"`` encoder of the checkpoint.
         mode: ``finetune``, ``frozen`` or ``scratch``.
-        head_hidden, head_layers: edge head MLP.
+        head: ``"mlp"`` (:class:`~gnn_jepa.nn.edge_head.EdgeHead`: each edge judged alone) or
+            ``"interaction"`` (:class:`~gnn_jepa.nn.edge_head.InteractionEdgeHead`: edges
+            and hits exchange messages for ``head_rounds`` rounds before scoring).
+        head_hidden, head_layers, head_rounds: edge head width, MLP depth (``mlp``), rounds
+            (``interaction``).
         encoder_lr, head_lr, weight_decay, warmup_steps, total_steps: AdamW + warmup/cosine.
         encoder_frozen_steps: ``finetune`` only: for this many first steps the encoder is
             frozen (no gradient, no update) and only the head trains; then the encoder's
@@ -105,7 +109,8 @@ class TrackFinding(pl.LightningModule):
     def __init__(self, d_input: int = 4, d_model: int = 64, d_embedding: int = 32, n_layers: int = 3,
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  pretrained: Optional[str] = None, pretrained_encoder: str = "target",
-                 mode: str = "finetune", head_hidden: int = 64, head_layers: int = 2,
+                 mode: str = "finetune", head: str = "mlp", head_hidden: int = 64, head_layers: int = 2,
+                 head_rounds: int = 3,
                  encoder_lr: float = 5e-4, head_lr: float = 2e-3, weight_decay: float = 0.01,
                  warmup_steps: int = 10, total_steps: Optional[int] = None,
                  encoder_frozen_steps: int = 0,
@@ -116,6 +121,8 @@ class TrackFinding(pl.LightningModule):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if head not in EDGE_HEADS:
+            raise ValueError(f"head must be one of {EDGE_HEADS}, got {head!r}")
         if edge_label not in EDGE_LABELS:
             raise ValueError(f"edge_label must be one of {EDGE_LABELS}, got {edge_label!r}")
         if encoder_frozen_steps < 0:
@@ -134,7 +141,8 @@ class TrackFinding(pl.LightningModule):
         if mode == "frozen":
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
-        self.head = EdgeHead(d_embedding, d_edge, head_hidden, head_layers)
+        self.head = EdgeHead(d_embedding, d_edge, head_hidden, head_layers) if head == "mlp" else \
+            InteractionEdgeHead(d_embedding, d_edge, head_hidden, head_rounds)
         if not all(0.0 <= t < 1.0 for t in threshold_grid) or not threshold_grid:
             raise ValueError(f"threshold_grid must be non-empty scores in [0, 1), got {threshold_grid}")
         # NaN = not tuned yet; a buffer so that the tuned value travels with the checkpoint

@@ -107,6 +107,20 @@ def test_segment_label_mode_trains_on_consecutive_hits(toy_batch):
         TrackFinding(mode="scratch", edge_label="pairs", **ENC)
 
 
+def test_interaction_head_scores_every_edge_and_trains(toy_batch):
+    from gnn_jepa.nn.edge_head import InteractionEdgeHead
+    torch.manual_seed(0)
+    tf = TrackFinding(mode="scratch", head="interaction", head_hidden=16, head_rounds=2, **ENC)
+    assert isinstance(tf.head, InteractionEdgeHead) and tf.head.rounds == 2
+    logits = tf(toy_batch)
+    assert logits.shape == (toy_batch.edge_index.shape[1],)
+    tf._loss(logits, tf.edge_targets(toy_batch)).backward()
+    assert all(p.grad is not None for p in tf.head.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in tf.encoder.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="head must be one of"):
+        TrackFinding(mode="scratch", head="gat", **ENC)
+
+
 def test_threshold_is_tuned_on_validation_events(tmp_path):
     """Scores 0.75 on true edges and 0.55 on fakes: cuts below 0.55 merge tracks through the
     fakes, 0.6 and above give perfect tracks; the lowest best cut (0.6) is kept, used by
