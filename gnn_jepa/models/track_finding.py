@@ -177,7 +177,8 @@ class TrackFinding(pl.LightningModule):
         y = getattr(data, "y", None)
         return y if y is not None else edge_labels(data.particle_id, data.edge_index)
 
-    def _loss(self, logits, y):
+    def edge_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """BCE of edge logits against labels, true edges weighted by ``pos_weight``."""
         pw = self.hparams.pos_weight
         if pw is None:
             npos = y.sum().clamp_min(1.0)
@@ -187,14 +188,14 @@ class TrackFinding(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits = self(batch)
-        loss = self._loss(logits, self.edge_targets(batch))
+        loss = self.edge_loss(logits, self.edge_targets(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))
         return loss
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch)
         y = self.edge_targets(batch)
-        loss = self._loss(logits, y)
+        loss = self.edge_loss(logits, y)
         m = edge_metrics(torch.sigmoid(logits).float().cpu().numpy(), y.cpu().numpy(),
                          self.threshold)
         bs = int(batch.num_graphs)

@@ -52,7 +52,7 @@ def test_frozen_mode_trains_only_the_head(tmp_path, toy_batch):
     enc_before = [p.clone() for p in tf.encoder.parameters()]
     opt = torch.optim.AdamW([p for p in tf.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):
-        loss = tf._loss(tf(toy_batch), toy_batch.y)
+        loss = tf.edge_loss(tf(toy_batch), toy_batch.y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,7 +66,7 @@ def test_scratch_training_learns_edges(toy_batch):
     opt = torch.optim.AdamW(tf.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
-        loss = tf._loss(tf(toy_batch), toy_batch.y)
+        loss = tf.edge_loss(tf(toy_batch), toy_batch.y)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -114,7 +114,7 @@ def test_interaction_head_scores_every_edge_and_trains(toy_batch):
     assert isinstance(tf.head, InteractionEdgeHead) and tf.head.rounds == 2
     logits = tf(toy_batch)
     assert logits.shape == (toy_batch.edge_index.shape[1],)
-    tf._loss(logits, tf.edge_targets(toy_batch)).backward()
+    tf.edge_loss(logits, tf.edge_targets(toy_batch)).backward()
     assert all(p.grad is not None for p in tf.head.parameters())
     assert any(p.grad.abs().sum() > 0 for p in tf.encoder.parameters() if p.grad is not None)
     with pytest.raises(ValueError, match="head must be one of"):

@@ -1,0 +1,112 @@
+"""Fine-tuning step with each edge head: time and peak memory, side by side.
+
+One step is what ``gnn-jepa fit --config configs/finetune/<x>.yaml`` runs per batch of one
+event: encoder + edge head forward, the BCE edge loss on the config's ``edge_label``,
+backward, gradient clipping, AdamW and LR-scheduler step, built from
+:class:`gnn_jepa.models.TrackFinding` (``mode: scratch``) itself. Every ``--heads`` entry
+(``mlp``: each edge judged alone, the reference; ``interaction``: edges and hits exchange
+messages for ``head_rounds`` rounds) runs on the same events, simulated with the config's
+simulator and graph, one per ``--particles`` count. Rows carry the median (min, mean) step
+time over ``--steps`` timed steps after ``--warmup``, the peak memory (see
+``train_step.PeakMemory``), the number of hits and edges, and ``ratio_vs_mlp``.
+
+    python benchmarks/edge_head.py --particles 150,1000
+    python benchmarks/edge_head.py --device cuda --config configs/finetune/trackml_gpu.yaml \\
+        --particles 1000,10000
+
+Prints one JSON document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_step as ts  # noqa: E402  (shared event, timing and memory helpers)
+
+DEFAULT_CONFIG = ts.ROOT / "configs" / "finetune" / "trackml_small.yaml"
+HEADS = ("mlp", "interaction")
+
+
+def make_model(model_args: dict, head: str, device: torch.device, total_steps: int = 1000):
+    """A scratch TrackFinding with ``head``, its optimizer and scheduler."""
+    from gnn_jepa.models import TrackFinding
+
+    args = {k: v for k, v in model_args.items() if k not in ("pretrained", "mode", "output_dir")}
+    args.update(mode="scratch", head=head, total_steps=args.get("total_steps") or total_steps)
+    model = TrackFinding(**args).to(device).train()
+    conf = model.configure_optimizers()
+    return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+
+
+def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warmup: int,
+               steps: int, clip: Optional[float]) -> dict:
+    torch.manual_seed(0)
+    model, opt, sched = make_model(model_args, head, device)
+    y = model.edge_targets(batch)
+    losses = []
+
+    def step(_i: int) -> None:
+        loss = model.edge_loss(model(batch), y)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+
+    _, timed, mem = ts.time_calls(step, device, warmup, steps)
+    params = sum(p.numel() for p in model.head.parameters())
+    del model, opt, sched
+    ts.free_device(device)
+    return {**ts.ms_summary(timed), **mem, "head_params": params,
+            "loss_first": round(losses[0], 5), "loss_last": round(losses[-1], 5)}
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--particles", default="150,1000", help="comma list, one event each")
+    p.add_argument("--heads", default=",".join(HEADS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    if not heads or any(h not in HEADS for h in heads):
+        raise SystemExit(f"--heads must list some of {HEADS}, got {args.heads!r}")
+    device = ts.resolve_device(args.device)
+    cfg = ts.load_config(args.config)
+    rows = []
+    for particles in [int(x) for x in args.particles.split(",") if x.strip()]:
+        data = ts.make_graph(ts.simulate_data(cfg["simulator"], particles, args.seed), cfg["graph"], device)
+        batch = ts.as_batch(data)
+        size = {"particles": particles, "hits": int(batch.num_nodes),
+                "edges": int(batch.edge_index.shape[1])}
+        ref = None
+        for head in heads:
+            ts.log(f"edge_head: {particles} particles, head {head}")
+            row = {**size, "head": head,
+                   **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
+                                steps=args.steps, clip=cfg["gradient_clip_val"])}
+            if head == "mlp":
+                ref = row["ms_median"]
+            row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
+            rows.append(row)
+    doc = {"benchmark": "edge_head", "config": cfg["path"], "env": ts.environment(device),
+           "warmup": args.warmup, "steps": args.steps, "rows": rows}
+    ts.write_doc(doc, args.out)
+    print(json.dumps(doc, indent=1))
+    return doc
+
+
+if __name__ == "__main__":
+    main()
