@@ -105,12 +105,12 @@ class InteractionEdgeHead(nn.Module):
         n = self.node_in(h)
         parts = [h[src], h[dst]] + ([edge_attr] if self.d_edge else [])
         e = self.edge_in(torch.cat(parts, dim=-1))
-        for nn_, en, node_mlp, edge_mlp in zip(self.node_norms, self.edge_norms, self.node_mlps,
-                                               self.edge_mlps):
+        rounds = zip(self.node_norms, self.edge_norms, self.node_mlps, self.edge_mlps)
+        for node_norm, edge_norm, node_mlp, edge_mlp in rounds:
             incoming = scatter(e, dst, dim=0, dim_size=h.size(0), reduce="mean")
             outgoing = scatter(e, src, dim=0, dim_size=h.size(0), reduce="mean")
-            n = n + node_mlp(torch.cat([nn_(n), incoming, outgoing], dim=-1))
-            e = e + edge_mlp(torch.cat([n[src], n[dst], en(e)], dim=-1))
+            n = n + node_mlp(torch.cat([node_norm(n), incoming, outgoing], dim=-1))
+            e = e + edge_mlp(torch.cat([n[src], n[dst], edge_norm(e)], dim=-1))
         return self.out(self.out_norm(e)).squeeze(-1)
 
     def __repr__(self) -> str:

@@ -11,8 +11,9 @@ cell centre and the descriptor :math:`d_k` of its target region; it never sees t
 hits themselves (hits are only coordinates: showing them could hand over the answer). Edges:
 the context subgraph's own edges, each query's ``k`` nearest context hits (same event only,
 in the position feature space with the r column scaled by ``knn_r_scale``) and, with
-``query_pairs``, all query pairs of one region. Per-hit queries carry their hits' coordinates, so
-linking them would show every query where the other masked hits are (``query_pairs=False``). Tracks run radially: the context hits that tell where a track crosses
+``query_pairs``, all query pairs of one region (per-hit queries carry their hits'
+coordinates, so linked they would show every query where the other masked hits are).
+Tracks run radially: the context hits that tell where a track crosses
 a target cell lie along the same (phi, eta) direction, in the other r half, so a small
 ``knn_r_scale`` links a cell to them rather than to unrelated hits beside the region at
 the cell's own radius. ``n_layers`` pre-norm
