@@ -35,14 +35,17 @@ from gnn_jepa.tracking.metrics import tracking_metrics  # noqa: E402
 KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "unmatched_rate", "duplicate_rate")
 
 
-def scored_events(model: TrackFinding, loader) -> list[dict]:
-    """Edge scores and truth of every event of ``loader``, one dict per event (CPU)."""
+def scored_events(model: TrackFinding, loader, device: str = "cpu") -> list[dict]:
+    """Edge scores and truth of every event of ``loader``, one dict per event (kept on the CPU;
+    the model runs on ``device``)."""
     out = []
-    model.eval()
+    model.eval().to(device)
     with torch.no_grad():
         for batch in loader:
             for g in batch.to_data_list():
-                out.append({"data": g, "scores": torch.sigmoid(model(g))})
+                out.append({"data": g, "scores": torch.sigmoid(model(g.to(device)).float()).cpu()})
+                g.to("cpu")
+    model.cpu()
     return out
 
 
@@ -67,8 +70,14 @@ def main(argv=None):
     p.add_argument("--builders", default="cc,walkthrough")
     p.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8,0.85,0.9,0.95")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="32-true", help="Lightning precision of training")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this many minutes even before --steps (then the "
+                        "learning rate has not reached the end of its schedule; rows say so)")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     a = p.parse_args(argv)
+    torch.set_float32_matmul_precision("high")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
     cfg = yaml.safe_load(Path(a.config).read_text())
     model_args = {k: v for k, v in cfg["model"]["init_args"].items()
@@ -82,19 +91,25 @@ def main(argv=None):
         model = TrackFinding(mode="scratch", edge_label=label, total_steps=a.steps, **model_args)
         trainer = pl.Trainer(max_steps=a.steps, logger=False, enable_progress_bar=False,
                              enable_checkpointing=False, enable_model_summary=False,
-                             limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0)
+                             limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0,
+                             precision=a.precision,
+                             max_time=None if a.max_minutes is None else {"minutes": a.max_minutes})
+        t_fit = time.time()
         trainer.fit(model, datamodule=dm)
+        trained = {"steps_done": trainer.global_step, "train_seconds": round(time.time() - t_fit, 1)}
+        print(json.dumps({"edge_label": label, **trained}), flush=True)
         dm.setup("test")
-        val, test = scored_events(model, dm.val_dataloader()), scored_events(model, dm.test_dataloader())
+        val = scored_events(model, dm.val_dataloader(), device)
+        test = scored_events(model, dm.test_dataloader(), device)
         for building in a.builders.split(","):
             per_thr = {t: (evaluate(model, val, building, t), evaluate(model, test, building, t))
                        for t in thresholds}
             for t, (_, m) in per_thr.items():
-                rows.append({"edge_label": label, "building": building, "threshold": t, **m})
+                rows.append({"edge_label": label, "building": building, "threshold": t, **m, **trained})
                 print(json.dumps(rows[-1]), flush=True)
             best = max(thresholds, key=lambda t: per_thr[t][0]["trackml_score"])  # ties: lowest
             rows.append({"edge_label": label, "building": building, "threshold": best,
-                         "validation_tuned": True, **per_thr[best][1]})
+                         "validation_tuned": True, **per_thr[best][1], **trained})
             print(json.dumps(rows[-1]), flush=True)
     # the graph's ceiling: truth segment scores on the test graphs (the same events for every
     # label definition; min_hits and pt_min are the models' shared settings), each builder
@@ -107,7 +122,8 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
     result = {"argv": sys.argv[1:] if argv is None else list(argv), "rows": rows,
               "labels": a.labels, "steps": a.steps, "seconds": time.time() - t0,
-              "num_test_events": len(test)}
+              "num_test_events": len(test), "precision": a.precision,
+              "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     print("| edge labels | building | threshold | TrackML score | DM eff. | fake rate | unmatched rate | duplicate rate |")
     print("|---|---|---|---|---|---|---|---|")

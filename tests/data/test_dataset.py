@@ -59,3 +59,28 @@ def test_bad_source():
         EventSource("hdf5")
     with pytest.raises(ValueError, match="data_dir"):
         EventSource("trackml")
+
+
+def test_parallel_prepare_caches_the_same_events_as_serial(tmp_path):
+    kw = dict(simulator=SIM, num_train=4, num_val=2, num_test=2, batch_size=1)
+    serial = EventDataModule(cache_dir=str(tmp_path / "serial"), **kw)
+    serial.prepare_data()
+    parallel = EventDataModule(cache_dir=str(tmp_path / "parallel"), prepare_workers=2, **kw)
+    parallel.prepare_data()
+    for split in ("train", "val", "test"):
+        a, b = serial._dataset(split), parallel._dataset(split)
+        assert all(b._file(index).exists() for index in b.indices)  # cached before any access
+        for i in range(len(a)):
+            x, y = a[i], b[i]
+            assert torch.equal(x.pos, y.pos) and torch.equal(x.edge_index, y.edge_index)
+            assert torch.equal(x.particle_id, y.particle_id)
+    assert not list((tmp_path / "parallel").rglob("*.tmp"))
+    n_files = len(list((tmp_path / "parallel").rglob("event_*.pt")))
+    assert n_files == 8
+    parallel.prepare_data()  # everything cached: nothing to do, nothing rewritten
+    assert len(list((tmp_path / "parallel").rglob("event_*.pt"))) == n_files
+
+
+def test_prepare_workers_must_not_be_negative():
+    with pytest.raises(ValueError, match="prepare_workers"):
+        EventDataModule(simulator=SIM, prepare_workers=-1)
