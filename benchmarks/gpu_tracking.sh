@@ -105,9 +105,10 @@ import yaml
 from gnn_jepa.data.datamodule import EventDataModule
 
 cfg, num_train, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-data = {**yaml.safe_load(Path(cfg).read_text())["data"], "num_train": num_train}
+data = {**yaml.safe_load(Path(cfg).read_text())["data"], "num_train": num_train,
+        "prepare_workers": workers}
 t = time.time()
-EventDataModule(**data, prepare_workers=workers).prepare_data()
+EventDataModule(**data).prepare_data()
 print(f"{cfg}: {num_train} train events + val + test cached in {time.time() - t:.1f} s")
 PYEOF
   say "prepared $1 rc=$?"

@@ -231,8 +231,9 @@ def test_dataloader_benchmark_json(capsys):
     assert rows[1]["cache_build_s"] >= 0
 
 
-def test_gpu_suite_script_parses():
-    subprocess.run(["bash", "-n", str(BENCH / "gpu_suite.sh")], check=True)
+def test_gpu_scripts_parse():
+    for script in ("gpu_suite.sh", "gpu_tracking.sh", "gpu_study.sh"):
+        subprocess.run(["bash", "-n", str(BENCH / script)], check=True)
 
 
 # ---------------------------------------------------------------------------- slow
@@ -253,6 +254,33 @@ def test_gpu_suite_smoke_run_on_cpu(tmp_path):
         assert isinstance(summary[key], list) and summary[key], (key, summary[key])
         assert all(not r.get("error") for r in summary[key]), summary[key]
     assert "TIMED OUT" not in (tmp_path / "suite.log").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_tracking_smoke_run_on_cpu(tmp_path):
+    """The track-finding GPU run, tiny and on the CPU: every job ends and reports its figures."""
+    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "WORK": str(tmp_path / "work")}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_tracking.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads(proc.stdout) == summary
+    assert sorted(p.name for p in out.iterdir()) == [  # <= 8: what the device tool brings back
+        "a_full_labels_1k.json", "b_full_labels_10k.json", "c_pretrained_10labels_1k.json",
+        "c_scratch_10labels_1k.json", "d_edge_head_10k.json", "logs.tgz", "run.log", "summary.json"]
+    for key in ("a_full_labels_1k", "b_full_labels_10k"):
+        tuned = [r for r in summary[key]["rows"] if r.get("validation_tuned")]
+        ceiling = [r for r in summary[key]["rows"] if r["edge_label"] == "truth (ceiling)"]
+        assert summary[key]["finished"] and len(tuned) == 1 and len(ceiling) == 1, summary[key]
+        assert 0.0 <= tuned[0]["trackml_score"] <= 1.0 and 0.0 < ceiling[0]["trackml_score"] <= 1.0
+        assert tuned[0]["steps_done"] >= 1
+    for key, arm in (("c_scratch", "scratch"), ("c_pretrained", "finetune")):
+        assert summary[key]["finished"] and [r["arm"] for r in summary[key]["runs"]] == [arm, arm]
+    assert [r["head"] for r in summary["d_edge_head_10k"]["rows"]] == ["mlp", "interaction"]
+    log = (out / "run.log").read_text()
+    assert "TIMED OUT" not in log and log.count(" rc=0") == 3 + 5  # 3 preparations, 5 jobs
 
 
 @pytest.mark.slow
@@ -296,6 +324,13 @@ def test_track_building_benchmark_tunes_on_validation(tmp_path, capsys):
             assert len(same) == 1
             assert all(same[0][k] == r[k] or math.isnan(r[k]) and math.isnan(same[0][k]) for k in tb.KEYS)
     assert out["num_test_events"] == 2
+    assert all(r["steps_done"] == 2 for r in rows if r["edge_label"] != "truth (ceiling)")
+    assert out["precision"] == "32-true" and out["device"] == "cpu"
+    # --max-minutes stops training before --steps, and the rows say how far it got
+    short = tb.main(["--config", str(path), "--labels", "2", "--steps", "500", "--max-minutes", "0.001",
+                     "--edge-labels", "segment", "--builders", "walkthrough", "--thresholds", "0.5"])
+    done = {r["steps_done"] for r in short["rows"] if r["edge_label"] != "truth (ceiling)"}
+    assert len(done) == 1 and 1 <= done.pop() < 500
 
 
 def test_jepa_objective_benchmark_reports_reference_losses(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Every YAML in configs/ runs through the real CLI for a couple of steps on CPU, tiny data."""
+"""Every YAML in configs/ (and benchmarks/configs/) runs through the real CLI for a couple of
+steps on CPU, tiny data."""
 import csv
 import glob
 from pathlib import Path
@@ -9,6 +10,14 @@ import torch
 from gnn_jepa.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def configs(kind: str) -> list[str]:
+    """The ``kind`` ("pretrain"/"finetune") configs: configs/<kind>/ and benchmarks/configs/*_<kind>."""
+    paths = [*(ROOT / "configs" / kind).glob("*.yaml"), *(ROOT / "benchmarks/configs").glob(f"*_{kind}.yaml")]
+    return sorted(str(p.relative_to(ROOT)) for p in paths)
+
+
 TINY_DATA = ["--data.simulator", '{"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]}',
              "--data.num_train", "2", "--data.num_val", "2", "--data.num_test", "2",
              "--data.batch_size", "1", "--data.num_workers", "0"]
@@ -31,7 +40,7 @@ def pretrain(tmp_path, config="configs/pretrain/trackml_small.yaml", extra=(), l
     return ckpts[0]
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs/pretrain").glob("*.yaml")))
+@pytest.mark.parametrize("config", configs("pretrain"))
 def test_pretrain_configs_run(tmp_path, config):
     extra = []
     if "toy2d" in config:
@@ -44,7 +53,7 @@ def test_pretrain_configs_run(tmp_path, config):
     assert any(r.get("val/rankme") for r in rows), "validation monitors were not logged"
 
 
-@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs/finetune").glob("*.yaml")))
+@pytest.mark.parametrize("config", configs("finetune"))
 def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config):
     ck = pretrain(tmp_path / "pre")
     enc = ["--model.d_model", "16", "--model.d_embedding", "8", "--model.n_layers", "1", "--model.heads", "4"]
