@@ -11,6 +11,10 @@ every arm. Prints JSON (one row per run) and a summary table (mean and min-max o
     python benchmarks/label_efficiency.py --variants '{"none": {"anti_collapse": "none"}}'
     python benchmarks/label_efficiency.py --ckpt runs/pre/pretrained.ckpt --arms finetune,frozen \
         --finetune-overrides '{"encoder_lr": 1e-4}'   # reuse a checkpoint, other fine-tuning
+    python benchmarks/label_efficiency.py --replot a.json b.jsonl --plot study.png  # merge runs
+
+``--plot PATH`` saves the study's figure: TrackML score and edge AUC against the number of
+labelled events, one line per (pretraining, arm), mean over seeds with min-max bars.
 """
 from __future__ import annotations
 
@@ -107,6 +111,57 @@ def markdown(summary):
     return "\n".join(lines)
 
 
+def load_rows(path) -> list[dict]:
+    """Rows of a saved study: a ``--json`` file (its ``rows``) or JSON lines (one row each)."""
+    text = Path(path).read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:  # JSON lines: the rows a run printed
+        doc = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    rows = doc.get("rows") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: neither a label-efficiency JSON with 'rows' nor JSON lines")
+    rows = [r for r in rows if "arm" in r]  # skip summary lines of JSON-lines logs
+    for r in rows:
+        missing = [k for k in ("variant", "arm", "labels", "trackml_score", "edge_auc") if k not in r]
+        if missing:
+            raise ValueError(f"{path}: a row lacks {missing}: {r}")
+    return rows
+
+
+def plot(summary, path, title: str | None = None):
+    """Save TrackML score and edge AUC vs labelled events (log x), one line per (variant, arm):
+    the mean over seeds, bars from the lowest to the highest seed. Returns the figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = {}
+    for r in summary:
+        lines.setdefault((r["variant"], r["arm"]), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in zip(axes, ("trackml_score", "edge_auc"), ("TrackML score", "edge AUC")):
+        for (variant, arm), rs in sorted(lines.items()):
+            rs = sorted(rs, key=lambda r: r["labels"])
+            x = [r["labels"] for r in rs]
+            mean = np.array([r[metric]["mean"] for r in rs])
+            err = np.array([[m - r[metric]["min"], r[metric]["max"] - m] for r, m in zip(rs, mean)]).T
+            name = arm if arm == "scratch" else f"{variant} · {arm}"
+            ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled events")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrain-config", default=str(ROOT / "configs/pretrain/trackml_small.yaml"))
@@ -133,7 +188,23 @@ def main(argv=None):
     p.add_argument("--precision", default="32-true")
     p.add_argument("--out", default="runs/label_efficiency")
     p.add_argument("--json", default=None, help="write the rows and summary to this file")
+    p.add_argument("--plot", default=None, help="save the figure (PNG) to this file")
+    p.add_argument("--title", default=None, help="the figure's title")
+    p.add_argument("--replot", nargs="+", default=None, metavar="FILE",
+                   help="run nothing: merge the rows of saved studies (--json files or JSON "
+                        "lines), print the table, write --json / --plot")
     a = p.parse_args(argv)
+    if a.replot:
+        rows = [r for f in a.replot for r in load_rows(f)]
+        summary = summarize(rows)
+        print(markdown(summary))
+        result = {"rows": rows, "summary": summary, "merged_from": a.replot}
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(result, indent=1))
+        if a.plot:
+            plot(summary, a.plot, a.title)
+        return result
 
     torch.set_float32_matmul_precision("high")
     pre_model, pre_data = load_config(a.pretrain_config)
@@ -193,6 +264,8 @@ def main(argv=None):
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1))
+    if a.plot:
+        plot(summary, a.plot, a.title)
     return result
 
 

@@ -453,3 +453,30 @@ def test_edge_head_benchmark_times_both_heads_on_the_same_event(capsys, tmp_path
         assert 0 < row["ms_min"] <= row["ms_median"] and row["loss_first"] > 0
     with pytest.raises(SystemExit, match="--heads"):
         eh.main(["--heads", "gat"])
+
+
+def test_label_efficiency_replot_merges_saved_runs_into_table_and_figure(tmp_path, capsys):
+    le = _load("label_efficiency")
+
+    def row(arm, labels, seed, score, variant="none (random init)"):
+        return {"variant": variant, "arm": arm, "labels": labels, "seed": seed, "trackml_score": score,
+                "edge_auc": 0.9, "dm_efficiency": 0.8, "fake_rate": 0.1}
+
+    (tmp_path / "a.json").write_text(json.dumps({"rows": [row("scratch", 10, 0, 0.5), row("scratch", 10, 1, 0.7)]}))
+    lines = [row("finetune", 10, 0, 0.6, "checkpoint"), row("scratch", 1, 0, 0.2), {"summary": []}]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\nnot json\n")
+    out = le.main(["--replot", str(tmp_path / "a.json"), str(tmp_path / "b.jsonl"),
+                   "--plot", str(tmp_path / "fig.png"), "--json", str(tmp_path / "merged.json")])
+    by = {(r["variant"], r["arm"], r["labels"]): r for r in out["summary"]}
+    assert set(by) == {("none (random init)", "scratch", 10), ("none (random init)", "scratch", 1),
+                       ("checkpoint", "finetune", 10)}
+    s = by[("none (random init)", "scratch", 10)]
+    assert s["runs"] == 2 and s["trackml_score"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
+    assert "| none (random init) | scratch | 10 | 2 |" in capsys.readouterr().out
+    assert (tmp_path / "fig.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "merged.json").read_text())["summary"] == out["summary"]
+    fig = le.plot(out["summary"], tmp_path / "again.png")
+    assert len(fig.axes[0].containers) == 2  # one error-bar line per (variant, arm)
+    (tmp_path / "bad.json").write_text(json.dumps({"rows": [{"arm": "scratch", "labels": 1}]}))
+    with pytest.raises(ValueError, match="bad.json.*lacks"):
+        le.main(["--replot", str(tmp_path / "bad.json")])
