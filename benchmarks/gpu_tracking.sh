@@ -9,8 +9,8 @@
 #      configs/finetune/trackml_gpu.yaml (bf16), LABELS_B events, STEPS_B steps;
 #   C. 10 labels at 1,000 particles, pretrained vs scratch, 3 seeds each
 #      (benchmarks/label_efficiency.py; C1 scratch, C2 pretrain + finetune, in parallel);
-#   D. if time is left: benchmarks/edge_head.py at 10,000 particles (interaction head's GPU
-#      memory, which decides the GPU config's head).
+#   D. benchmarks/edge_head.py at 10,000 particles: one step with each edge head, time and GPU
+#      memory (first, alongside the CPU-bound event preparation).
 # Events are simulated and graphed once, in parallel (EventDataModule(prepare_workers=...)).
 # Training stops at --max-minutes where the step budget does not fit (the rows say how many
 # steps ran). Every job runs under `timeout`; one that fails does not stop the others.
@@ -114,6 +114,13 @@ PYEOF
   say "prepared $1 rc=$?"
 }
 
+# ---------------------------------------------------------------- D: both heads at 10k particles
+# first, while the 1k events are prepared on the CPU: it simulates its own event and takes the
+# GPU for ~20 s (up to ~48 GiB), before job B needs the memory
+OMP_NUM_THREADS=4 job d_edge_head_10k 15 "$PY" benchmarks/edge_head.py \
+  --config "$WORK/b_10k_finetune.yaml" --particles "$P10K" --device "$DEV" "${EXTRA_D[@]}" \
+  --out "$OUT/d_edge_head_10k.json"
+
 # ---------------------------------------------------------------- 1k-particle jobs
 prepare 1k_finetune "$WORKERS" "$WORK/a_1k_finetune.yaml" "$LABELS_A"
 prepare 1k_pretrain "$WORKERS" "$WORK/c_1k_pretrain.yaml" 100
@@ -138,12 +145,6 @@ job b_full_labels_10k 15 "$PY" benchmarks/track_building.py --config "$WORK/b_10
   --json "$OUT/b_full_labels_10k.json"
 wait
 
-# ---------------------------------------------------------------- D, if time is left
-if (( $(left) > 70 )); then
-  job d_edge_head_10k 10 "$PY" benchmarks/edge_head.py --config "$WORK/b_10k_finetune.yaml" \
-    --particles "$P10K" --device "$DEV" "${EXTRA_D[@]}" --out "$OUT/d_edge_head_10k.json"
-  wait
-fi
 
 # ---------------------------------------------------------------- summary
 say "summary"
