@@ -10,6 +10,7 @@ it restarts at its first event on resume.)
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from typing import Any, Iterator, Optional
 
 import lightning.pytorch as pl
@@ -254,7 +255,14 @@ _PREPARE_DATASETS: dict = {}
 
 def _init_prepare_worker(datasets: dict) -> None:
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    # The pool is terminated (SIGTERM) when another worker fails: exit through an exception so
+    # that a half-written cache file is removed (atomic_torch_save cleans up on BaseException)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _PREPARE_DATASETS.update(datasets)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _prepare_in_worker(task: tuple[str, int]) -> None:

@@ -84,3 +84,21 @@ def test_parallel_prepare_caches_the_same_events_as_serial(tmp_path):
 def test_prepare_workers_must_not_be_negative():
     with pytest.raises(ValueError, match="prepare_workers"):
         EventDataModule(simulator=SIM, prepare_workers=-1)
+
+
+def test_parallel_prepare_raises_a_workers_error_naming_the_file(tmp_path):
+    from gnn_jepa.data.trackml import TrackMLFormatError, event_prefix, write_event
+
+    src = EventSource("simulate", simulator=SIM, seed=1)
+    data_dir = tmp_path / "trackml"
+    data_dir.mkdir()
+    for i in range(4):
+        write_event(src.event(1000 + i), event_prefix(data_dir, 1000 + i))
+    bad = data_dir / "event000001002-hits.csv"
+    lines = bad.read_text().splitlines()
+    bad.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")  # drop module_id
+    dm = EventDataModule(source="trackml", data_dir=str(data_dir), num_train=2, num_val=1, num_test=1,
+                         cache_dir=str(tmp_path / "cache"), prepare_workers=2)
+    with pytest.raises(TrackMLFormatError, match=r"event000001002-hits\.csv: missing column"):
+        dm.prepare_data()
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
