@@ -162,6 +162,16 @@ def plot(summary, path, title: str | None = None):
     return fig
 
 
+def save(result: dict, a) -> dict:
+    """Write ``result`` to ``--json`` and its figure to ``--plot`` (each when given)."""
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    if a.plot:
+        plot(result["summary"], a.plot, a.title)
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrain-config", default=str(ROOT / "configs/pretrain/trackml_small.yaml"))
@@ -198,13 +208,7 @@ def main(argv=None):
         rows = [r for f in a.replot for r in load_rows(f)]
         summary = summarize(rows)
         print(markdown(summary))
-        result = {"rows": rows, "summary": summary, "merged_from": a.replot}
-        if a.json:
-            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps(result, indent=1))
-        if a.plot:
-            plot(summary, a.plot, a.title)
-        return result
+        return save({"rows": rows, "summary": summary, "merged_from": a.replot}, a)
 
     torch.set_float32_matmul_precision("high")
     pre_model, pre_data = load_config(a.pretrain_config)
@@ -261,12 +265,7 @@ def main(argv=None):
               "args": vars(a), "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
     print(json.dumps({"summary": summary, "seconds": result["seconds"]}))
     print(markdown(summary))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1))
-    if a.plot:
-        plot(summary, a.plot, a.title)
-    return result
+    return save(result, a)
 
 
 if __name__ == "__main__":
