@@ -116,10 +116,20 @@ def load_rows(path) -> list[dict]:
     text = Path(path).read_text()
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:  # JSON lines: the rows a run printed
-        doc = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
-    rows = doc.get("rows") if isinstance(doc, dict) else doc
-    if not isinstance(rows, list):
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict) and "rows" in doc:
+        rows = doc["rows"]
+    else:  # JSON lines: the rows a run printed (one line parses as a whole document too)
+        rows = []
+        for line in text.splitlines():
+            if line.strip().startswith("{"):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    rows = None
+                    break
+    if not isinstance(rows, list) or not rows:
         raise ValueError(f"{path}: neither a label-efficiency JSON with 'rows' nor JSON lines")
     rows = [r for r in rows if "arm" in r]  # skip summary lines of JSON-lines logs
     for r in rows:
@@ -262,7 +272,8 @@ def main(argv=None):
                 run_pretrained_arms(name, pseed, ckpt, {"pretrain_overrides": overrides})
     summary = summarize(rows)
     result = {"rows": rows, "summary": summary, "seconds": time.time() - t0,
-              "args": vars(a), "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+              "args": vars(a), "finetune_args": ft_args, "encoder_args": enc_args,
+              "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
     print(json.dumps({"summary": summary, "seconds": result["seconds"]}))
     print(markdown(summary))
     return save(result, a)

@@ -423,6 +423,9 @@ def test_label_efficiency_pretrains_then_reuses_a_checkpoint(tmp_path, capsys, m
     assert seen[0][1]["head_lr"] == 2e-3  # the config's other arguments stay
     saved = json.loads((tmp_path / "b.json").read_text())
     assert json.loads(saved["args"]["finetune_overrides"]) == {"encoder_lr": 1e-4}
+    # the resolved fine-tuning arguments are saved: the config's head next to the override
+    assert saved["finetune_args"]["encoder_lr"] == 1e-4
+    assert saved["finetune_args"]["head"] == "interaction" and saved["encoder_args"]["d_model"] == 16
 
 
 def test_graph_build_benchmark_times_the_config_graph_and_the_reference(capsys):
@@ -477,6 +480,11 @@ def test_label_efficiency_replot_merges_saved_runs_into_table_and_figure(tmp_pat
     assert json.loads((tmp_path / "merged.json").read_text())["summary"] == out["summary"]
     fig = le.plot(out["summary"], tmp_path / "again.png")
     assert len(fig.axes[0].containers) == 2  # one error-bar line per (variant, arm)
+    (tmp_path / "one.jsonl").write_text(json.dumps(row("frozen", 1, 0, 0.3, "checkpoint")) + "\n")
+    assert [r["arm"] for r in le.load_rows(tmp_path / "one.jsonl")] == ["frozen"]  # one-line JSON lines
     (tmp_path / "bad.json").write_text(json.dumps({"rows": [{"arm": "scratch", "labels": 1}]}))
     with pytest.raises(ValueError, match="bad.json.*lacks"):
         le.main(["--replot", str(tmp_path / "bad.json")])
+    (tmp_path / "other.json").write_text(json.dumps({"something": "else"}))
+    with pytest.raises(ValueError, match="other.json: neither"):
+        le.load_rows(tmp_path / "other.json")
