@@ -116,22 +116,20 @@ def load_rows(path) -> list[dict]:
     text = Path(path).read_text()
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict) and "rows" in doc:
-        rows = doc["rows"]
-    else:  # JSON lines: the rows a run printed (one line parses as a whole document too)
+        rows = doc.get("rows", [doc]) if isinstance(doc, dict) else doc  # a one-line log: one row
+    except json.JSONDecodeError:  # JSON lines: the rows a run printed
         rows = []
-        for line in text.splitlines():
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip().startswith("{"):
                 try:
                     rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    rows = None
-                    break
-    if not isinstance(rows, list) or not rows:
-        raise ValueError(f"{path}: neither a label-efficiency JSON with 'rows' nor JSON lines")
-    rows = [r for r in rows if "arm" in r]  # skip summary lines of JSON-lines logs
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {n} is not valid JSON ({exc})") from exc
+    # skip the summary lines of JSON-lines logs
+    rows = [r for r in rows if isinstance(r, dict) and "arm" in r] if isinstance(rows, list) else []
+    if not rows:
+        raise ValueError(f"{path}: no study rows (neither a label-efficiency JSON with 'rows' "
+                         "nor JSON lines of rows)")
     for r in rows:
         missing = [k for k in ("variant", "arm", "labels", "trackml_score", "edge_auc") if k not in r]
         if missing:

@@ -486,5 +486,8 @@ def test_label_efficiency_replot_merges_saved_runs_into_table_and_figure(tmp_pat
     with pytest.raises(ValueError, match="bad.json.*lacks"):
         le.main(["--replot", str(tmp_path / "bad.json")])
     (tmp_path / "other.json").write_text(json.dumps({"something": "else"}))
-    with pytest.raises(ValueError, match="other.json: neither"):
+    with pytest.raises(ValueError, match="other.json: no study rows"):
         le.load_rows(tmp_path / "other.json")
+    (tmp_path / "cut.jsonl").write_text(json.dumps(row("scratch", 1, 0, 0.2)) + '\n{"variant": "none (ra\n')
+    with pytest.raises(ValueError, match="cut.jsonl: line 2 is not valid JSON"):
+        le.load_rows(tmp_path / "cut.jsonl")
