@@ -154,8 +154,8 @@ import json, sys
 from pathlib import Path
 
 out, logs = Path(sys.argv[1]), Path(sys.argv[2])
-keys = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edge_auc", "threshold",
-        "steps_done", "train_seconds")
+keys = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "steps_done",
+        "train_seconds")
 
 
 def rows_of(name, log):

@@ -140,14 +140,13 @@ def load_rows(path) -> list[dict]:
 def plot(summary, path, title: str | None = None):
     """Save TrackML score and edge AUC vs labelled events (log x), one line per (variant, arm):
     the mean over seeds, bars from the lowest to the highest seed. Returns the figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
 
     lines = {}
     for r in summary:
         lines.setdefault((r["variant"], r["arm"]), []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric, label in zip(axes, ("trackml_score", "edge_auc"), ("TrackML score", "edge AUC")):
         for (variant, arm), rs in sorted(lines.items()):
             rs = sorted(rs, key=lambda r: r["labels"])
@@ -166,7 +165,6 @@ def plot(summary, path, title: str | None = None):
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return fig
 
 
