@@ -66,8 +66,9 @@ class JEPAPretraining(pl.LightningModule):
     Args:
         d_input, d_model, d_embedding, n_layers, heads, dropout, d_edge, attention: the
             encoder (:class:`~gnn_jepa.nn.encoder.GraphTransformerEncoder`).
-        d_predictor, predictor_layers, predictor_heads, predictor_knn, predictor_knn_r_scale:
-            the predictor (:class:`~gnn_jepa.nn.predictor.CellPredictor`).
+        d_predictor, predictor_layers, predictor_heads, predictor_knn, predictor_knn_r_scale,
+            predictor_conv: the predictor (:class:`~gnn_jepa.nn.predictor.CellPredictor`;
+            ``predictor_conv`` is its ``conv``).
         masker: keyword arguments of :class:`~gnn_jepa.masks.RegionMasker`.
         cell_phi, cell_eta, cell_r: the grid of cells tiling each target region (1, 1, 1 is the
             original Particle-JEPA's one embedding per region).
@@ -96,7 +97,8 @@ class JEPAPretraining(pl.LightningModule):
     def __init__(self, d_input: int = 4, d_model: int = 64, d_embedding: int = 32, n_layers: int = 3,
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  d_predictor: int = 48, predictor_layers: int = 3, predictor_heads: int = 4,
-                 predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0, masker: Optional[dict] = None, cell_phi: int = 4,
+                 predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0,
+                 predictor_conv: str = "transformer", masker: Optional[dict] = None, cell_phi: int = 4,
                  cell_eta: int = 4, cell_r: int = 2, query: str = "cell", query_pairs: Optional[bool] = None,
                  target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0,
@@ -124,7 +126,8 @@ class JEPAPretraining(pl.LightningModule):
                                        d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn,
                                        knn_r_scale=predictor_knn_r_scale,
                                        extra_outputs=1 if occupancy_weight > 0 else 0,
-                                       query_pairs=(query == "cell") if query_pairs is None else query_pairs)
+                                       query_pairs=(query == "cell") if query_pairs is None else query_pairs,
+                                       conv=predictor_conv)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import TransformerConv
+from torch_geometric.nn import GATv2Conv, TransformerConv
+
+PREDICTOR_CONVS = ("transformer", "gatv2")
 
 
 def position_features(r: Tensor, phi: Tensor, eta: Tensor) -> Tensor:
@@ -59,10 +61,14 @@ def knn_bipartite(query: Tensor, query_batch: Tensor, ref: Tensor, ref_batch: Te
 
 
 class _Block(nn.Module):
-    def __init__(self, d: int, heads: int, d_edge: int, dropout: float):
+    def __init__(self, d: int, heads: int, d_edge: int, dropout: float, conv: str = "transformer"):
         super().__init__()
         self.norm1 = nn.LayerNorm(d)
-        self.conv = TransformerConv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout)
+        if conv == "transformer":
+            self.conv = TransformerConv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout)
+        else:  # GATv2: the attention score is an MLP of (receiver, sender, edge) jointly
+            self.conv = GATv2Conv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout,
+                                  add_self_loops=False)
         self.norm2 = nn.LayerNorm(d)
         self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
 
@@ -88,25 +94,35 @@ class CellPredictor(nn.Module):
             embedding (e.g. 1 for a predicted hit count).
         query_pairs: link all queries of one region to each other (cell queries: they carry
             only fixed cell centres). Off, a query sees nothing but context hits.
+        conv: ``"transformer"`` (TransformerConv: the score of sender :math:`j` at receiver
+            :math:`i` is :math:`(W_q h_i)^\top (W_k h_j + W_e e_{ij})`, bilinear) or
+            ``"gatv2"`` (GATv2Conv: :math:`a^\top \mathrm{LeakyReLU}(W_i h_i + W_j h_j + W_e
+            e_{ij})`, a joint non-linear function of both ends and their offset). With one
+            layer a query reads its nearest context hits once, so which context hit's track
+            runs through the query must be decidable from that hit's embedding and the offset
+            alone: the encoder, not the predictor, has to describe where each track goes.
     """
 
     def __init__(self, d_embedding: int, d_predictor: int = 48, n_layers: int = 3, heads: int = 4,
                  d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0,
-                 knn_r_scale: float = 1.0, extra_outputs: int = 0, query_pairs: bool = True):
+                 knn_r_scale: float = 1.0, extra_outputs: int = 0, query_pairs: bool = True,
+                 conv: str = "transformer"):
         super().__init__()
+        if conv not in PREDICTOR_CONVS:
+            raise ValueError(f"conv must be one of {PREDICTOR_CONVS}, got {conv!r}")
         if d_predictor % heads:
             raise ValueError(f"d_predictor={d_predictor} must be divisible by heads={heads}")
         if not knn_r_scale >= 0:
             raise ValueError(f"knn_r_scale must be >= 0, got {knn_r_scale}")
         self.d_embedding, self.d_predictor, self.knn = d_embedding, d_predictor, knn
         self.knn_r_scale, self.query_pairs = knn_r_scale, query_pairs
-        self.n_layers, self.heads, self.d_descriptor = n_layers, heads, d_descriptor
+        self.n_layers, self.heads, self.d_descriptor, self.conv = n_layers, heads, d_descriptor, conv
         self.context_in = nn.Linear(d_embedding, d_predictor)
         self.pos_in = nn.Sequential(nn.Linear(4, d_predictor), nn.GELU(), nn.Linear(d_predictor, d_predictor))
         self.region_in = nn.Sequential(nn.Linear(d_descriptor, d_predictor), nn.GELU(),
                                        nn.Linear(d_predictor, d_predictor))
         self.mask_token = nn.Parameter(torch.zeros(d_predictor))
-        self.blocks = nn.ModuleList(_Block(d_predictor, heads, 4, dropout) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(_Block(d_predictor, heads, 4, dropout, conv) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_predictor)
         if extra_outputs < 0:
             raise ValueError(f"extra_outputs must be >= 0, got {extra_outputs}")
@@ -161,7 +177,8 @@ class CellPredictor(nn.Module):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, "
                 f"d_predictor={self.d_predictor}, n_layers={self.n_layers}, heads={self.heads}, "
-                f"knn={self.knn}, knn_r_scale={self.knn_r_scale}, query_pairs={self.query_pairs})")
+                f"knn={self.knn}, knn_r_scale={self.knn_r_scale}, query_pairs={self.query_pairs}, "
+                f"conv={self.conv!r})")
 
 
 def _pairs_within_groups(group: Tensor) -> Tensor:

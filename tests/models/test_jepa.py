@@ -22,11 +22,15 @@ def test_schedules_are_pure_functions_of_the_step():
     assert warmup_cosine(100, 10, 100, 0.01) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("query,scope,empty", [("cell", "regions", True), ("cell", "full", False),
-                                               ("hit", "regions", False)])
-def test_jepa_forward_losses_and_gradients(toy_batch, query, scope, empty):
+@pytest.mark.parametrize("query,scope,empty,conv", [("cell", "regions", True, "transformer"),
+                                                    ("cell", "full", False, "transformer"),
+                                                    ("hit", "regions", False, "transformer"),
+                                                    ("hit", "regions", False, "gatv2")])
+def test_jepa_forward_losses_and_gradients(toy_batch, query, scope, empty, conv):
     torch.manual_seed(0)
-    model = JEPAPretraining(query=query, target_scope=scope, score_empty_cells=empty, **SMALL)
+    model = JEPAPretraining(query=query, target_scope=scope, score_empty_cells=empty,
+                            **{**SMALL, "predictor_conv": conv})
+    assert model.predictor.conv == conv
     masks = model.masker(toy_batch, model.mask_generator(0))
     assert masks.graph_valid.all()
     out = model.jepa_forward(toy_batch, masks)

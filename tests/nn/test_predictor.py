@@ -35,9 +35,11 @@ def test_pairs_within_groups_is_all_ordered_pairs():
     assert got == expect
 
 
-def test_predictor_shapes_and_gradients():
+@pytest.mark.parametrize("conv", ["transformer", "gatv2"])
+def test_predictor_shapes_and_gradients(conv):
     torch.manual_seed(0)
-    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=2, heads=4, d_descriptor=5, knn=3)
+    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=2, heads=4, d_descriptor=5, knn=3,
+                         conv=conv)
     nc, q = 30, 6
     ctx = torch.randn(nc, 8, requires_grad=True)
     ctx_pos = torch.randn(nc, 4)
@@ -52,9 +54,11 @@ def test_predictor_shapes_and_gradients():
     assert pred.mask_token.grad is not None
 
 
-def test_predictor_queries_of_one_event_ignore_other_events():
+@pytest.mark.parametrize("conv", ["transformer", "gatv2"])
+def test_predictor_queries_of_one_event_ignore_other_events(conv):
     torch.manual_seed(0)
-    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=2, heads=4, d_descriptor=5, knn=3).eval()
+    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=2, heads=4, d_descriptor=5, knn=3,
+                         conv=conv).eval()
     ctx = torch.randn(20, 8)
     pos = torch.randn(20, 4)
     b = torch.tensor([0] * 10 + [1] * 10)
@@ -103,3 +107,34 @@ def test_knn_r_scale_links_a_cell_to_hits_along_its_direction():
         assert edges.tolist() == [[nearest], [0]]
     with pytest.raises(ValueError, match="knn_r_scale"):
         CellPredictor(8, 16, knn_r_scale=-1.0)
+
+
+def test_one_layer_predictor_reads_only_the_nearest_context_hits():
+    """With one GATv2 layer a query sees its ``knn`` nearest context hits once: changing any
+    other context hit, or the context edges, leaves its prediction unchanged, and changing one
+    of its nearest hits' embeddings moves it (the encoder must carry what the query needs)."""
+    torch.manual_seed(0)
+    pred = CellPredictor(d_embedding=8, d_predictor=16, n_layers=1, heads=2, d_descriptor=5, knn=2,
+                         conv="gatv2").eval()
+    assert pred.blocks[0].conv.__class__.__name__ == "GATv2Conv"
+    assert "conv='gatv2'" in repr(pred)
+    pos = position_features(torch.tensor([100.0, 110.0, 400.0, 700.0]), torch.tensor([0.0, 0.01, 1.5, -2.0]),
+                            torch.zeros(4))
+    ctx, b = torch.randn(4, 8), torch.zeros(4, dtype=torch.long)
+    qp = position_features(torch.tensor([105.0]), torch.tensor([0.005]), torch.zeros(1))
+    args = (qp, torch.randn(1, 5), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    nearest = pred.context_query_edges(qp, args[2], pos, b)[0]
+    assert sorted(nearest.tolist()) == [0, 1]
+    out = pred(ctx, pos, b, torch.empty(2, 0, dtype=torch.long), *args)
+    far = ctx.clone()
+    far[2:] = torch.randn(2, 8)
+    edges = torch.tensor([[0, 2, 3], [2, 3, 0]])
+    torch.testing.assert_close(pred(far, pos, b, edges, *args), out)
+    near = ctx.clone()
+    near[1] = torch.randn(8)
+    assert not torch.allclose(pred(near, pos, b, edges, *args), out)
+
+
+def test_predictor_rejects_an_unknown_conv():
+    with pytest.raises(ValueError, match="conv must be one of"):
+        CellPredictor(8, 16, conv="gcn")
