@@ -427,6 +427,30 @@ def test_label_efficiency_pretrains_then_reuses_a_checkpoint(tmp_path, capsys, m
     assert saved["finetune_args"]["encoder_lr"] == 1e-4
     assert saved["finetune_args"]["head"] == "interaction" and saved["encoder_args"]["d_model"] == 16
 
+    # the supervised reference arm: an encoder trained with labels on the pretraining events,
+    # saved so TrackFinding loads it like a JEPA checkpoint, then fine-tuned with a new head
+    monkeypatch.setattr(le, "finetune_and_test", real)
+    sup = le.main(common + ["--pretrain-steps", "3", "--pretrain-events", "2", "--arms", "supervised",
+                            "--out", str(tmp_path / "c")])
+    (row,) = sup["rows"]
+    name = "supervised (labelled pretraining events)"
+    assert (row["variant"], row["arm"], row["supervised_steps"]) == (name, "finetune", 3)
+    from gnn_jepa.models import TrackFinding
+    from gnn_jepa.models.track_finding import load_pretrained_encoder
+    sup_ckpt = tmp_path / "c" / name / "p0" / "supervised.ckpt"
+    enc_args = dict(d_model=16, d_embedding=8, n_layers=1, heads=2)
+    import lightning.pytorch as pl
+    pl.seed_everything(0)  # what supervised_pretrain does first: the same initial encoder
+    fresh = TrackFinding(mode="scratch", **enc_args).encoder
+    loaded = TrackFinding(mode="scratch", **enc_args).encoder
+    load_pretrained_encoder(loaded, str(sup_ckpt), expected={**enc_args, "d_input": 4})
+    saved_w = torch.load(sup_ckpt, weights_only=False)["state_dict"]
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v, saved_w[f"target_encoder.{k}"])
+    # three labelled steps moved the weights away from their initialisation
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in loaded.state_dict().items()
+               if v.dtype.is_floating_point)
+
 
 def test_graph_build_benchmark_times_the_config_graph_and_the_reference(capsys):
     gb = _load("graph_build")
