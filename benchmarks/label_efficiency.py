@@ -14,6 +14,7 @@ every arm. Prints JSON (one row per run) and a summary table (mean and min-max o
     python benchmarks/label_efficiency.py --variants '{"none": {"anti_collapse": "none"}}'
     python benchmarks/label_efficiency.py --ckpt runs/pre/pretrained.ckpt --arms finetune,frozen \
         --finetune-overrides '{"encoder_lr": 1e-4}'   # reuse a checkpoint, other fine-tuning
+    python benchmarks/label_efficiency.py --arms supervised,scratch --finetune-steps 100  # the reference
     python benchmarks/label_efficiency.py --replot a.json b.jsonl --plot study.png  # merge runs
 
 ``--plot PATH`` saves the study's figure: TrackML score and edge AUC against the number of
@@ -40,6 +41,9 @@ sys.path.insert(0, str(ROOT))
 from gnn_jepa.data.datamodule import EventDataModule  # noqa: E402
 from gnn_jepa.models import JEPAPretraining, TrackFinding  # noqa: E402
 from gnn_jepa.models.jepa import ENCODER_ARGS  # noqa: E402
+
+
+ARMS = ("finetune", "frozen", "scratch", "supervised")
 
 
 def load_config(path):
@@ -207,7 +211,8 @@ def main(argv=None):
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--labels", default="1,10")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default="finetune,scratch")
+    p.add_argument("--arms", default="finetune,scratch",
+                   help=f"comma-separated, from {','.join(ARMS)}")
     p.add_argument("--particles", type=int, default=None, help="override particles per event")
     p.add_argument("--num-test", type=int, default=None)
     p.add_argument("--pretrain-events", type=int, default=None,
@@ -250,6 +255,8 @@ def main(argv=None):
     ft_args.update(json.loads(a.finetune_overrides))
     variants = json.loads(a.variants)
     arms = a.arms.split(",")
+    if not set(arms) <= set(ARMS):
+        p.error(f"--arms: unknown {sorted(set(arms) - set(ARMS))}; choose from {','.join(ARMS)}")
     labels = [int(x) for x in a.labels.split(",")]
     seeds = [int(x) for x in a.seeds.split(",")]
     rows, t0 = [], time.time()

@@ -430,6 +430,9 @@ def test_label_efficiency_pretrains_then_reuses_a_checkpoint(tmp_path, capsys, m
     # the supervised reference arm: an encoder trained with labels on the pretraining events,
     # saved so TrackFinding loads it like a JEPA checkpoint, then fine-tuned with a new head
     monkeypatch.setattr(le, "finetune_and_test", real)
+    with pytest.raises(SystemExit):  # a misspelt arm fails before anything is trained
+        le.main(common + ["--arms", "supervisd", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
     sup = le.main(common + ["--pretrain-steps", "3", "--pretrain-events", "2", "--arms", "supervised",
                             "--out", str(tmp_path / "c")])
     (row,) = sup["rows"]
