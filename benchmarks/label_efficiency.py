@@ -3,12 +3,14 @@
 For each pretraining variant: pretrain once per pretraining seed, then fine-tune on N labelled
 events (N in --labels) for a fixed number of steps with every arm (``finetune`` from the JEPA
 encoder, ``frozen`` JEPA encoder + head, ``scratch``), over several fine-tuning seeds, and test
-on one fixed held-out set. The ``supervised`` arm is the reference for what any encoder
-pretraining could give: its encoder is first trained *with labels* on the pretraining events
-(same events and steps as the JEPA pretraining), then fine-tuned like ``finetune`` with a new
-head; if even it does not beat ``scratch``, the probe cannot show a pretraining gain. Pretraining events, fine-tuning events and test events are disjoint
-(train offsets 0, 100000 and the datamodule's fixed test range). Same seeds and step budgets for
-every arm. Prints JSON (one row per run) and a summary table (mean and min-max over seeds).
+on one fixed held-out set. Pretraining events, fine-tuning events and test events are disjoint
+(train offsets 0, 100000 and the datamodule's fixed test range). Same seeds and step budgets
+for every arm. Prints JSON (one row per run) and a summary table (mean and min-max over seeds).
+
+The ``supervised`` arm is the reference for what any encoder pretraining could give: its
+encoder is first trained *with labels* on the pretraining events (same events and steps as the
+JEPA pretraining), then fine-tuned like ``finetune`` with a new head. If even it does not beat
+``scratch``, the probe cannot show a pretraining gain.
 
     python benchmarks/label_efficiency.py --labels 1,10 --seeds 0,1,2 --pretrain-steps 800
     python benchmarks/label_efficiency.py --variants '{"none": {"anti_collapse": "none"}}'

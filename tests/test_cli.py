@@ -57,7 +57,8 @@ def test_pretrain_configs_run(tmp_path, config):
 def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config):
     # a benchmark finetune config is paired with its pretrain config (same hit features)
     partner = config.replace("_finetune.yaml", "_pretrain.yaml")
-    ck = pretrain(tmp_path / "pre", **({"config": partner} if (ROOT / partner).is_file() and partner != config else {}))
+    paired = partner != config and (ROOT / partner).is_file()
+    ck = pretrain(tmp_path / "pre", **({"config": partner} if paired else {}))
     enc = ["--model.d_model", "16", "--model.d_embedding", "8", "--model.n_layers", "1", "--model.heads", "4"]
     main(["fit", "--config", str(ROOT / config), "--model.pretrained", ck, *enc,
           *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
