@@ -40,6 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gnn_jepa.data.convert import DEFAULT_FEATURES  # noqa: E402
 from gnn_jepa.data.datamodule import EventDataModule  # noqa: E402
 from gnn_jepa.models import JEPAPretraining, TrackFinding  # noqa: E402
 from gnn_jepa.models.jepa import ENCODER_ARGS  # noqa: E402
@@ -53,6 +54,11 @@ def load_config(path):
     return cfg["model"]["init_args"], cfg["data"]
 
 
+def input_size(data_args) -> int:
+    """Hit features per node of this data config: the encoder's ``d_input``."""
+    return len(data_args.get("features", DEFAULT_FEATURES))
+
+
 def trainer(steps, out, accelerator, precision, val=False):
     return pl.Trainer(max_steps=steps, accelerator=accelerator, devices=1, precision=precision,
                       logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -64,7 +70,7 @@ def trainer(steps, out, accelerator, precision, val=False):
 def pretrain(model_args, data_args, overrides, steps, seed, out, accelerator, precision):
     pl.seed_everything(seed, workers=True)
     args = {**model_args, **overrides, "total_steps": steps, "mask_seed": seed}
-    model = JEPAPretraining(d_input=len(data_args.get("features", ["r", "phi", "z", "eta"])), **args)
+    model = JEPAPretraining(d_input=input_size(data_args), **args)
     dm = EventDataModule(**data_args)
     t = trainer(steps, out, accelerator, precision)
     t.fit(model, datamodule=dm)
@@ -78,7 +84,7 @@ def supervised_pretrain(enc_args, ft_args, data_args, steps, seed, out, accelera
     checkpoint that ``TrackFinding(pretrained=...)`` loads like a JEPA one (``target_encoder.*``
     weights and the encoder's hyperparameters)."""
     pl.seed_everything(seed, workers=True)
-    d_input = len(data_args.get("features", ["r", "phi", "z", "eta"]))
+    d_input = input_size(data_args)
     model = TrackFinding(d_input=d_input, mode="scratch", total_steps=steps, **enc_args, **ft_args)
     trainer(steps, out, accelerator, precision).fit(model, datamodule=EventDataModule(**data_args))
     path = Path(out) / "supervised.ckpt"
@@ -94,7 +100,7 @@ def finetune_and_test(ckpt, enc_args, data_args, mode, n_labels, seed, steps, ou
     data = {**data_args, "num_train": n_labels, "train_offset": 100000, "seed": data_args.get("seed", 0),
             "batch_size": min(n_labels, data_args.get("batch_size", 2))}
     dm = EventDataModule(**data)
-    model = TrackFinding(d_input=len(data_args.get("features", ["r", "phi", "z", "eta"])),
+    model = TrackFinding(d_input=input_size(data_args),
                          pretrained=None if mode == "scratch" else ckpt, mode=mode,
                          total_steps=steps, output_dir=str(out), **enc_args, **ft_args)
     t = trainer(steps, out, accelerator, precision)
