@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -71,6 +71,19 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str, which: str = "t
     return hparams
 
 
+def select_state(state: dict, prefixes: Sequence[str]) -> dict:
+    """The entries of a state dict under any of ``prefixes`` (a module name and its children),
+    cloned. An unknown prefix is an error that lists the top-level modules."""
+    out = {}
+    for p in prefixes:
+        hit = {k: v.detach().clone() for k, v in state.items() if k == p or k.startswith(p + ".")}
+        if not hit:
+            top = sorted({k.split(".")[0] for k in state})
+            raise ValueError(f"reinit_encoder: no encoder parameter under {p!r}; modules: {top}")
+        out.update(hit)
+    return out
+
+
 class TrackFinding(pl.LightningModule):
     """Edge-classification track finding on top of a (pretrained) graph-transformer encoder.
 
@@ -79,6 +92,12 @@ class TrackFinding(pl.LightningModule):
             must match the pretrained checkpoint's.
         pretrained: path of a JEPA checkpoint (``None`` only with ``mode: scratch``).
         pretrained_encoder: ``"target"`` (EMA, default) or ``"context"`` encoder of the checkpoint.
+        reinit_encoder: encoder submodules (state-dict prefixes such as ``"out_proj"`` or
+            ``"convs.2"``) that keep this run's fresh initialisation -- the one ``scratch``
+            would get with the same seed -- instead of the checkpoint's weights. The layers
+            nearest the pretext task's output specialise to it (SimCLR's projection head;
+            re-initialising BERT's top layers for few-sample fine-tuning), so the trunk
+            alone may transfer better.
         mode: ``finetune``, ``frozen`` or ``scratch``.
         head: ``"mlp"`` (:class:`~gnn_jepa.nn.edge_head.EdgeHead`: each edge judged alone) or
             ``"interaction"`` (:class:`~gnn_jepa.nn.edge_head.InteractionEdgeHead`: edges
@@ -109,6 +128,7 @@ class TrackFinding(pl.LightningModule):
     def __init__(self, d_input: int = 4, d_model: int = 64, d_embedding: int = 32, n_layers: int = 3,
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  pretrained: Optional[str] = None, pretrained_encoder: str = "target",
+                 reinit_encoder: tuple[str, ...] = (),
                  mode: str = "finetune", head: str = "mlp", head_hidden: int = 64, head_layers: int = 2,
                  head_rounds: int = 3,
                  encoder_lr: float = 5e-4, head_lr: float = 2e-3, weight_decay: float = 0.01,
@@ -136,8 +156,13 @@ class TrackFinding(pl.LightningModule):
         self.output_dir = output_dir
         enc = {k: self.hparams[k] for k in ENCODER_ARGS}
         self.encoder = GraphTransformerEncoder(**enc)
+        if reinit_encoder and mode == "scratch":
+            raise ValueError(f"reinit_encoder={list(reinit_encoder)} needs a pretrained encoder "
+                             "(mode finetune or frozen); a scratch encoder is all fresh")
         if mode != "scratch":
+            fresh = select_state(self.encoder.state_dict(), reinit_encoder)
             load_pretrained_encoder(self.encoder, pretrained, pretrained_encoder, expected=enc)
+            self.encoder.load_state_dict(fresh, strict=False)
         if mode == "frozen":
             for p in self.encoder.parameters():
                 p.requires_grad_(False)

@@ -23,6 +23,26 @@ def test_pretrained_encoder_is_loaded_exactly(tmp_path):
             torch.testing.assert_close(a, b, msg=k)
 
 
+def test_reinit_encoder_keeps_the_scratch_init_of_the_named_modules(tmp_path):
+    jepa, path = save_jepa(tmp_path)
+    torch.manual_seed(7)
+    scratch = TrackFinding(mode="scratch", **ENC).encoder.state_dict()
+    torch.manual_seed(7)
+    tf = TrackFinding(pretrained=str(path), reinit_encoder=["convs.1", "out_proj"], **ENC)
+    pre = jepa.target_encoder.state_dict()
+    fresh = [k for k in pre if k.startswith(("convs.1.", "out_proj."))]
+    assert fresh and len(fresh) < len(pre)
+    for k, v in tf.encoder.state_dict().items():
+        # the named modules equal scratch's init with the same seed, the rest the checkpoint
+        torch.testing.assert_close(v, scratch[k] if k in fresh else pre[k], msg=k)
+        if k in fresh:
+            assert not torch.equal(v, pre[k]), k
+    with pytest.raises(ValueError, match="no encoder parameter under 'convs.9'.*out_proj"):
+        TrackFinding(pretrained=str(path), reinit_encoder=["convs.9"], **ENC)
+    with pytest.raises(ValueError, match="needs a pretrained encoder"):
+        TrackFinding(mode="scratch", reinit_encoder=["out_proj"], **ENC)
+
+
 def test_loading_fails_loudly(tmp_path):
     _, path = save_jepa(tmp_path)
     with pytest.raises(PretrainedLoadError, match="does not exist"):
