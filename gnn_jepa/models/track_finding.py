@@ -156,6 +156,8 @@ class TrackFinding(pl.LightningModule):
         self.output_dir = output_dir
         enc = {k: self.hparams[k] for k in ENCODER_ARGS}
         self.encoder = GraphTransformerEncoder(**enc)
+        if isinstance(reinit_encoder, str):  # one module name, not its characters
+            reinit_encoder = (reinit_encoder,)
         if reinit_encoder and mode == "scratch":
             raise ValueError(f"reinit_encoder={list(reinit_encoder)} needs a pretrained encoder "
                              "(mode finetune or frozen); a scratch encoder is all fresh")

@@ -37,6 +37,9 @@ def test_reinit_encoder_keeps_the_scratch_init_of_the_named_modules(tmp_path):
         torch.testing.assert_close(v, scratch[k] if k in fresh else pre[k], msg=k)
         if k in fresh:
             assert not torch.equal(v, pre[k]), k
+    one = TrackFinding(pretrained=str(path), reinit_encoder="out_proj", **ENC).encoder.state_dict()
+    torch.testing.assert_close(one["convs.1.lin_query.weight"], pre["convs.1.lin_query.weight"])
+    assert not torch.equal(one["out_proj.weight"], pre["out_proj.weight"])
     with pytest.raises(ValueError, match="no encoder parameter under 'convs.9'.*out_proj"):
         TrackFinding(pretrained=str(path), reinit_encoder=["convs.9"], **ENC)
     with pytest.raises(ValueError, match="needs a pretrained encoder"):
