@@ -44,6 +44,7 @@ from gnn_jepa.data.convert import DEFAULT_FEATURES  # noqa: E402
 from gnn_jepa.data.datamodule import EventDataModule  # noqa: E402
 from gnn_jepa.models import JEPAPretraining, TrackFinding  # noqa: E402
 from gnn_jepa.models.jepa import ENCODER_ARGS  # noqa: E402
+from gnn_jepa.models.track_finding import save_pretrained_encoder  # noqa: E402
 
 
 ARMS = ("finetune", "frozen", "scratch", "supervised")
@@ -87,10 +88,8 @@ def supervised_pretrain(enc_args, ft_args, data_args, steps, seed, out, accelera
     d_input = input_size(data_args)
     model = TrackFinding(d_input=d_input, mode="scratch", total_steps=steps, **enc_args, **ft_args)
     trainer(steps, out, accelerator, precision).fit(model, datamodule=EventDataModule(**data_args))
-    path = Path(out) / "supervised.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in model.encoder.state_dict().items()},
-                "hyper_parameters": {**enc_args, "d_input": d_input}}, path)
+    path = save_pretrained_encoder(Path(out) / "supervised.ckpt", model.encoder.state_dict(),
+                                   {**enc_args, "d_input": d_input})
     return str(path)
 
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gnn_jepa.models.track_finding import save_pretrained_encoder  # noqa: E402
+
 
 def shuffle_encoder(state: dict, prefix: str, seed: int) -> dict:
-    """The ``prefix*`` tensors of ``state``, each with its entries permuted (seeded)."""
+    """The ``prefix*`` tensors of ``state``, prefix dropped, each with its entries permuted
+    (seeded)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in state.items():
         if k.startswith(prefix):
             flat = v.reshape(-1)
-            out[k] = flat[torch.randperm(flat.numel(), generator=g)].reshape(v.shape).clone()
+            out[k[len(prefix):]] = flat[torch.randperm(flat.numel(), generator=g)].reshape(v.shape).clone()
     if not out:
         raise SystemExit(f"no '{prefix}*' tensors in the checkpoint; first keys: {list(state)[:5]}")
     return out
@@ -43,10 +48,8 @@ def main(argv=None) -> dict:
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=False)
     prefix = f"{a.encoder}_encoder."
     state = shuffle_encoder(ck.get("state_dict", ck), prefix, a.seed)
-    if a.encoder != "target":  # TrackFinding reads target_encoder.* unless told otherwise
-        state = {"target_encoder." + k[len(prefix):]: v for k, v in state.items()}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "hyper_parameters": dict(ck.get("hyper_parameters", {}))}, a.out)
+    # written as target_encoder.*, which TrackFinding reads by default, whichever was shuffled
+    save_pretrained_encoder(a.out, state, ck.get("hyper_parameters", {}))
     info = {"ckpt": a.ckpt, "out": a.out, "seed": a.seed, "tensors": len(state),
             "parameters": int(sum(v.numel() for v in state.values()))}
     print(json.dumps(info))

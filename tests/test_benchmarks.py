@@ -550,6 +550,6 @@ def test_shuffled_encoder_control_keeps_values_and_destroys_structure(tmp_path):
     torch.testing.assert_close(ctx[k].reshape(-1).sort().values,
                                jepa.context_encoder.state_dict()[k].reshape(-1).sort().values)
     assert not torch.equal(ctx[k].reshape(-1).sort().values, ref[k].reshape(-1).sort().values)
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "bad.ckpt")
     with pytest.raises(SystemExit, match="no 'target_encoder"):
-        torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "bad.ckpt")
         _load("shuffled_encoder").main([str(tmp_path / "bad.ckpt"), str(out)])

@@ -71,6 +71,16 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str, which: str = "t
     return hparams
 
 
+def save_pretrained_encoder(path: str | Path, encoder_state: dict, hparams: dict) -> Path:
+    """Write an encoder alone in the layout :func:`load_pretrained_encoder` reads: its weights
+    as ``target_encoder.*`` and ``hparams`` (at least the encoder's) as the hyperparameters."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in encoder_state.items()},
+                "hyper_parameters": dict(hparams)}, p)
+    return p
+
+
 def select_state(state: dict, prefixes: Sequence[str]) -> dict:
     """The entries of a state dict under any of ``prefixes`` (a module name and its children),
     cloned. An unknown prefix is an error that lists the top-level modules."""
