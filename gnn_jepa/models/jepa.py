@@ -21,7 +21,7 @@ from typing import Optional
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch_geometric.utils import scatter, subgraph
 
 from gnn_jepa.geometry import cylindrical
@@ -86,6 +86,11 @@ class JEPAPretraining(pl.LightningModule):
             layer-normed targets make occupancy a small part of the JEPA loss (see
             :func:`reference_losses`); this term makes "where do the tracks go" explicit.
         anti_collapse, anti_collapse_weight: ``"vicreg"``, ``"sigreg"`` or ``"none"``.
+        anti_collapse_expander: width of an expander MLP (Linear -> GELU -> Linear) that maps the
+            context embeddings before the anti-collapse term, as VICReg applies its variance and
+            covariance terms to an expander's output, not to the representation. 0 (default):
+            the term acts on the context embeddings themselves. The expander is trained with the
+            predictor and is not part of the encoder that fine-tuning loads.
         ema_momentum: (start, end) of the cosine EMA momentum schedule.
         encoder_lr, predictor_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its
             per-step warmup + cosine schedule over ``total_steps`` (default: the trainer's
@@ -103,7 +108,8 @@ class JEPAPretraining(pl.LightningModule):
                  target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0,
                  occupancy_weight: float = 0.0, anti_collapse: str = "vicreg",
-                 anti_collapse_weight: float = 1.0, ema_momentum: tuple[float, float] = (0.996, 1.0),
+                 anti_collapse_weight: float = 1.0, anti_collapse_expander: int = 0,
+                 ema_momentum: tuple[float, float] = (0.996, 1.0),
                  encoder_lr: float = 1e-3, predictor_lr: float = 1e-3, weight_decay: float = 0.05,
                  warmup_steps: int = 20, total_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
                  mask_seed: int = 0, probe_events: int = 3):
@@ -129,6 +135,12 @@ class JEPAPretraining(pl.LightningModule):
                                        query_pairs=(query == "cell") if query_pairs is None else query_pairs,
                                        conv=predictor_conv)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
+        if anti_collapse_expander < 0:
+            raise ValueError(f"anti_collapse_expander must be >= 0, got {anti_collapse_expander}")
+        self.expander = nn.Sequential(
+            nn.Linear(d_embedding, anti_collapse_expander), nn.GELU(),
+            nn.Linear(anti_collapse_expander, anti_collapse_expander),
+        ) if anti_collapse_expander > 0 else nn.Identity()
         self._probe_cache: list = []
 
     # ------------------------------------------------------------------ set-up helpers
@@ -219,7 +231,7 @@ class JEPAPretraining(pl.LightningModule):
             jepa_loss = pred.sum() * 0.0
             baselines = {k: torch.zeros((), device=pred.device) for k in REFERENCE_PREDICTORS}
         if z_ctx.shape[0] > 1:
-            ac_loss, ac_parts = self.anti_collapse(z_ctx)
+            ac_loss, ac_parts = self.anti_collapse(self.expander(z_ctx))
         else:
             ac_loss, ac_parts = z_ctx.sum() * 0.0, {}
         return {"loss": jepa_loss + ac_loss + hp.occupancy_weight * occupancy_loss,
@@ -321,8 +333,8 @@ class JEPAPretraining(pl.LightningModule):
         hp = self.hparams
         groups = [
             {"params": list(self.context_encoder.parameters()), "lr": hp.encoder_lr},
-            {"params": list(self.predictor.parameters()) + list(self.anti_collapse.parameters()),
-             "lr": hp.predictor_lr},
+            {"params": list(self.predictor.parameters()) + list(self.anti_collapse.parameters())
+             + list(self.expander.parameters()), "lr": hp.predictor_lr},
         ]
         opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         total = self.total_steps()

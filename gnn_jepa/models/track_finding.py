@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import numpy as np
@@ -108,6 +108,17 @@ class TrackFinding(pl.LightningModule):
             nearest the pretext task's output specialise to it (SimCLR's projection head;
             re-initialising BERT's top layers for few-sample fine-tuning), so the trunk
             alone may transfer better.
+        embedding_std: rescale the encoder's output projection once, just before the first
+            training step, so that the embeddings of that step's batch have this mean
+            per-dimension standard deviation (over hits), :math:`\bar\sigma = \frac1D
+            \sum_d \mathrm{std}_n(h_{nd})`. ``"init"``: the value a fresh encoder -- the one
+            ``scratch`` starts from with the same seed -- gives on that batch (a no-op in
+            ``scratch``). ``None`` (default): no rescaling. The edge head concatenates the hit
+            embeddings with the edge features, so the embeddings' scale sets how much the head
+            first listens to each; an anti-collapse term (VICReg's variance hinge at 1) leaves a
+            pretrained encoder's output about twice as wide as a fresh one's. The factor is
+            kept in the buffer ``embedding_rescale`` (NaN until applied), so a resumed run does
+            not rescale twice.
         mode: ``finetune``, ``frozen`` or ``scratch``.
         head: ``"mlp"`` (:class:`~gnn_jepa.nn.edge_head.EdgeHead`: each edge judged alone) or
             ``"interaction"`` (:class:`~gnn_jepa.nn.edge_head.InteractionEdgeHead`: edges
@@ -139,6 +150,7 @@ class TrackFinding(pl.LightningModule):
                  heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
                  pretrained: Optional[str] = None, pretrained_encoder: str = "target",
                  reinit_encoder: tuple[str, ...] = (),
+                 embedding_std: Optional[Union[float, str]] = None,
                  mode: str = "finetune", head: str = "mlp", head_hidden: int = 64, head_layers: int = 2,
                  head_rounds: int = 3,
                  encoder_lr: float = 5e-4, head_lr: float = 2e-3, weight_decay: float = 0.01,
@@ -171,6 +183,14 @@ class TrackFinding(pl.LightningModule):
         if reinit_encoder and mode == "scratch":
             raise ValueError(f"reinit_encoder={list(reinit_encoder)} needs a pretrained encoder "
                              "(mode finetune or frozen); a scratch encoder is all fresh")
+        if embedding_std is not None and embedding_std != "init" and not (
+                isinstance(embedding_std, (int, float)) and embedding_std > 0):
+            raise ValueError(f"embedding_std must be None, 'init' or a number > 0, got {embedding_std!r}")
+        # the fresh init, kept (not as a module: it is no part of the model) to measure its scale
+        self._fresh_encoder_state = {k: v.clone() for k, v in self.encoder.state_dict().items()} \
+            if embedding_std == "init" and mode != "scratch" else None
+        if embedding_std is not None:
+            self.register_buffer("embedding_rescale", torch.tensor(float("nan")))
         if mode != "scratch":
             fresh = select_state(self.encoder.state_dict(), reinit_encoder)
             load_pretrained_encoder(self.encoder, pretrained, pretrained_encoder, expected=enc)
@@ -223,7 +243,40 @@ class TrackFinding(pl.LightningModule):
         pw = torch.as_tensor(pw, device=logits.device, dtype=logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, y.float(), pos_weight=pw)
 
+    @torch.no_grad()
+    def match_embedding_std(self, batch) -> float:
+        """Scale ``encoder.out_proj`` so that ``batch``'s embeddings have the mean per-dimension
+        std that ``embedding_std`` asks for; record and return the factor (see the class
+        docstring). Under DDP the factor is averaged over ranks so the replicas stay equal."""
+        target = self.hparams.embedding_std
+        ea = getattr(batch, "edge_attr", None)
+
+        def mean_std(encoder) -> torch.Tensor:
+            was_training = encoder.training
+            encoder.eval()
+            h = encoder(batch.x, batch.edge_index, ea).float()
+            encoder.train(was_training)
+            return h.std(0).mean()
+
+        if target == "init" and self._fresh_encoder_state is None:  # scratch: already the init
+            factor = torch.tensor(1.0, device=self.device)
+        else:
+            if target == "init":
+                fresh = GraphTransformerEncoder(**{k: self.hparams[k] for k in ENCODER_ARGS})
+                fresh.load_state_dict(self._fresh_encoder_state)
+                target = mean_std(fresh.to(self.device))
+            factor = torch.as_tensor(target, dtype=torch.float32, device=self.device) / \
+                mean_std(self.encoder).clamp_min(1e-12)
+            if self._trainer is not None:
+                factor = self.trainer.strategy.reduce(factor, reduce_op="mean")
+        self.encoder.out_proj.weight.mul_(factor.to(self.encoder.out_proj.weight.dtype))
+        self.encoder.out_proj.bias.mul_(factor.to(self.encoder.out_proj.bias.dtype))
+        self.embedding_rescale.fill_(float(factor))
+        return float(factor)
+
     def training_step(self, batch, batch_idx):
+        if self.hparams.embedding_std is not None and torch.isnan(self.embedding_rescale):
+            self.match_embedding_std(batch)
         logits = self(batch)
         loss = self.edge_loss(logits, self.edge_targets(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))

@@ -136,3 +136,34 @@ def test_occupancy_term_predicts_log_hit_counts(toy_batch):
     assert plain.predictor.out.out_features == SMALL["d_embedding"]
     with pytest.raises(ValueError, match="occupancy_weight"):
         JEPAPretraining(occupancy_weight=1.0, query="hit", **SMALL)
+
+
+def test_anti_collapse_expander_regularises_the_expanded_context_embeddings(toy_batch):
+    """With anti_collapse_expander the VICReg term is computed on expander(z_ctx), not on
+    z_ctx; the expander is trained (with the predictor's learning rate) and is not part of the
+    encoder; 0 keeps the term on z_ctx and adds no parameters."""
+    from gnn_jepa.nn.losses import vicreg_variance_covariance
+
+    torch.manual_seed(0)
+    model = JEPAPretraining(anti_collapse_expander=24, **SMALL)
+    assert model.expander[-1].out_features == 24
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    out = model.jepa_forward(toy_batch, masks)
+    var, cov = vicreg_variance_covariance(model.expander(out["z_ctx"]))
+    torch.testing.assert_close(out["anti_collapse"], var + cov)
+    on_z = sum(vicreg_variance_covariance(out["z_ctx"]))
+    assert not torch.allclose(out["anti_collapse"], on_z)
+    out["anti_collapse"].backward()
+    assert model.expander[0].weight.grad.abs().sum() > 0
+    assert model.context_encoder.input_proj.weight.grad.abs().sum() > 0
+    opt = model.configure_optimizers()["optimizer"]
+    predictor_group = {id(p) for p in opt.param_groups[1]["params"]}
+    assert all(id(p) in predictor_group for p in model.expander.parameters())
+    assert not any(k.startswith("expander") for k in model.target_encoder.state_dict())
+
+    plain = JEPAPretraining(**SMALL)
+    assert not list(plain.expander.parameters())
+    out = plain.jepa_forward(toy_batch, masks)
+    torch.testing.assert_close(out["anti_collapse"], sum(vicreg_variance_covariance(out["z_ctx"])))
+    with pytest.raises(ValueError, match="anti_collapse_expander"):
+        JEPAPretraining(anti_collapse_expander=-1, **SMALL)

@@ -212,3 +212,70 @@ def test_encoder_frozen_steps_probe_then_finetune(tmp_path, toy_batch):
     assert head_f(0) == 0.5
     with pytest.raises(ValueError, match="encoder_frozen_steps"):
         TrackFinding(mode="scratch", encoder_frozen_steps=-1, **ENC)
+
+
+def test_embedding_std_rescales_the_output_once_before_the_first_step(tmp_path, toy_batch):
+    """``embedding_std="init"`` scales the loaded encoder's out_proj so that the first batch's
+    embeddings have the mean per-dimension std of scratch's same-seed init; a number sets that
+    std; a real Trainer applies it once, before the first optimizer step, and a resumed run
+    (the factor restored from the checkpoint) does not apply it again."""
+    import lightning.pytorch as pl
+    from torch_geometric.loader import DataLoader
+
+    from tests.models.conftest import toy_event
+
+    jepa, path = save_jepa(tmp_path)
+    ck = torch.load(path, weights_only=False)
+    for k in ("target_encoder.out_proj.weight", "target_encoder.out_proj.bias"):
+        ck["state_dict"][k] = ck["state_dict"][k] * 5.0  # a pretrained output 5x too wide
+    wide = tmp_path / "wide.ckpt"
+    torch.save(ck, wide)
+
+    @torch.no_grad()
+    def mean_std(tf, batch):
+        return float(tf.encoder.eval()(batch.x, batch.edge_index, batch.edge_attr).std(0).mean())
+
+    torch.manual_seed(3)
+    scratch = TrackFinding(mode="scratch", **ENC)
+    torch.manual_seed(3)
+    tf = TrackFinding(pretrained=str(wide), embedding_std="init", **ENC)
+    before = {k: v.clone() for k, v in tf.encoder.state_dict().items()}
+    assert torch.isnan(tf.embedding_rescale)
+    assert mean_std(tf, toy_batch) > 2 * mean_std(scratch, toy_batch)
+    factor = tf.match_embedding_std(toy_batch)
+    assert mean_std(tf, toy_batch) == pytest.approx(mean_std(scratch, toy_batch), rel=1e-5)
+    assert float(tf.embedding_rescale) == pytest.approx(factor) and factor < 0.5
+    for k, v in tf.encoder.state_dict().items():  # only the output projection moved
+        torch.testing.assert_close(v, before[k] * factor if k.startswith("out_proj.") else before[k])
+
+    fixed = TrackFinding(pretrained=str(wide), embedding_std=0.25, **ENC)
+    fixed.match_embedding_std(toy_batch)
+    assert mean_std(fixed, toy_batch) == pytest.approx(0.25, rel=1e-5)
+    same = TrackFinding(mode="scratch", embedding_std="init", **ENC)
+    assert same.match_embedding_std(toy_batch) == 1.0
+    assert not hasattr(TrackFinding(mode="scratch", **ENC), "embedding_rescale")
+    for bad in (0.0, -1.0, "fresh"):
+        with pytest.raises(ValueError, match="embedding_std"):
+            TrackFinding(mode="scratch", embedding_std=bad, **ENC)
+
+    # in a real fit: applied before the first step's forward, recorded, not applied on resume
+    events = [toy_event(s) for s in range(4)]
+    torch.manual_seed(0)
+    tf = TrackFinding(pretrained=str(wide), embedding_std=0.25, total_steps=4, **ENC)
+    seen = []
+    tf.encoder.register_forward_hook(
+        lambda m, i, o: seen.append(float(o.std(0).mean())) if m.training else None)
+    kw = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(max_steps=2, enable_checkpointing=False, **kw)
+    trainer.fit(tf, DataLoader(events, batch_size=2))
+    assert seen[0] == pytest.approx(0.25, rel=1e-4)
+    applied = float(tf.embedding_rescale)
+    assert applied < 0.5
+    trainer.save_checkpoint(tmp_path / "step2.ckpt")
+    resumed = TrackFinding(pretrained=str(wide), embedding_std=0.25, total_steps=4, **ENC)
+    pl.Trainer(max_steps=3, enable_checkpointing=False, **kw).fit(
+        resumed, DataLoader(events, batch_size=2), ckpt_path=tmp_path / "step2.ckpt")
+    assert float(resumed.embedding_rescale) == applied
+    # one AdamW step from step 2's weights (lr 5e-4), not a second rescale of them
+    assert (resumed.encoder.out_proj.weight - tf.encoder.out_proj.weight).abs().max() < 1e-2
