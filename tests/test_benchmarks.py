@@ -553,3 +553,39 @@ def test_shuffled_encoder_control_keeps_values_and_destroys_structure(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "bad.ckpt")
     with pytest.raises(SystemExit, match="no 'target_encoder"):
         _load("shuffled_encoder").main([str(tmp_path / "bad.ckpt"), str(out)])
+
+
+def test_embedding_scale_measures_the_checkpoint_output_width(tmp_path, capsys):
+    """A checkpoint whose output projection is 3x a fresh encoder's reads 3x its mean
+    per-dimension std and norm and the same effective rank; a fresh seed matches a hand
+    computation on the same events."""
+    import yaml
+
+    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.models.track_finding import save_pretrained_encoder
+    from gnn_jepa.nn.encoder import GraphTransformerEncoder
+
+    cfg = yaml.safe_load((ROOT / "configs/finetune/trackml_small.yaml").read_text())
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": 20}, num_train=1, num_val=1,
+                       cache_dir=str(tmp_path / "cache"))
+    enc = dict(d_model=16, d_embedding=8, n_layers=1, heads=2)
+    cfg["model"]["init_args"].update(enc)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    enc = {**enc, "d_input": 4}  # the config's features: the default r, phi, z, eta
+    torch.manual_seed(5)
+    fresh = GraphTransformerEncoder(**enc)
+    state = {k: v * 3.0 if k.startswith("out_proj.") else v for k, v in fresh.state_dict().items()}
+    save_pretrained_encoder(tmp_path / "wide.ckpt", state, enc)
+    out = _load("embedding_scale").main(["--finetune-config", str(tmp_path / "ft.yaml"), "--events", "2",
+                                         "--random-seeds", "5", f"wide={tmp_path / 'wide.ckpt'}"])
+    rnd, wide = out["encoders"]["random seed 5"], out["encoders"]["wide"]
+    assert rnd["hits"] == wide["hits"] > 0 and out["events"] == 2
+    assert wide["mean_std"] == pytest.approx(3 * rnd["mean_std"], rel=1e-4)
+    assert wide["mean_norm"] == pytest.approx(3 * rnd["mean_norm"], rel=1e-4)
+    assert wide["rankme"] == pytest.approx(rnd["rankme"], rel=1e-4)
+    dm = EventDataModule(**{**cfg["data"], "num_test": 2, "batch_size": 1})
+    with torch.no_grad():
+        h = torch.cat([fresh.eval()(b.x, b.edge_index, b.edge_attr) for b in dm.test_dataloader()])
+    assert rnd["mean_std"] == pytest.approx(float(h.std(0).mean()), rel=1e-5)
+    with pytest.raises(SystemExit, match="NAME=CKPT"):
+        _load("embedding_scale").main(["--finetune-config", str(tmp_path / "ft.yaml"), "no-name.ckpt"])

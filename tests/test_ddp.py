@@ -56,6 +56,26 @@ class RankProbe(pl.Callback):
              "train": self.train, "val": self.val, "metrics": metrics}))
 
 
+def _run_ddp(tmp_path: Path, config: str, *extra: str) -> None:
+    """``gnn-jepa fit --config`` on 2 CPU ranks (gloo), in its own session, within 400 s."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    # its own session: on a timeout the whole group (rank 0 and the rank 1 it launched) is killed
+    proc = subprocess.Popen([GNN_JEPA, "fit", "--config", str(tmp_path / config),
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                             "--trainer.strategy", "ddp", *extra],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"DDP fit did not finish in 400 s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-6000:]
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_ranks(tmp_path):
     cfg = yaml.safe_load((ROOT / "configs/pretrain/trackml_small.yaml").read_text())
@@ -70,22 +90,7 @@ def test_ddp_two_cpu_ranks(tmp_path):
                        num_train=NUM_TRAIN, num_val=2, num_test=1, batch_size=1,
                        cache_dir=str(tmp_path / "cache"))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    # its own session: on a timeout the whole group (rank 0 and the rank 1 it launched) is killed
-    proc = subprocess.Popen([GNN_JEPA, "fit", "--config", str(tmp_path / "config.yaml"),
-                             "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-                             "--trainer.strategy", "ddp"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"DDP fit did not finish in 400 s:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-6000:]
+    _run_ddp(tmp_path, "config.yaml")
 
     info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     weights = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -107,3 +112,57 @@ def test_ddp_two_cpu_ranks(tmp_path):
     assert info[0]["val"] and info[1]["val"] and info[0]["val"] != info[1]["val"]
     m0, m1 = info[0]["metrics"], info[1]["metrics"]
     assert "val/loss" in m0 and m0 == m1
+
+
+class FinetuneRankProbe(pl.Callback):
+    """Per rank: the events of the first training batch, the encoder weights and the
+    ``embedding_rescale`` factor at the end of fine-tuning."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+        self.first: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.first:
+            self.first = batch.event_id.tolist()
+
+    def on_train_end(self, trainer, pl_module):
+        r = trainer.global_rank
+        torch.save({"encoder": pl_module.encoder.state_dict(), "first": self.first,
+                    "rescale": float(pl_module.embedding_rescale)}, self.out / f"ft_rank{r}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_finetune_rescales_the_output_identically_on_every_rank(tmp_path):
+    """``embedding_std: init`` (the finetune config's default) measures the output width on each
+    rank's own first batch; the factor is averaged over ranks, so the replicas keep identical
+    weights (DDP does not broadcast parameters after it wraps the model)."""
+    from gnn_jepa.models.jepa import JEPAPretraining
+
+    enc = dict(d_model=16, d_embedding=8, n_layers=1, heads=4)
+    torch.manual_seed(0)
+    jepa = JEPAPretraining(d_predictor=16, predictor_layers=1, **enc)
+    state = jepa.state_dict()
+    for k in ("target_encoder.out_proj.weight", "target_encoder.out_proj.bias"):
+        state[k] = state[k] * 5.0  # much wider than a fresh encoder: a factor far from 1
+    torch.save({"state_dict": state, "hyper_parameters": dict(jepa.hparams)}, tmp_path / "jepa.ckpt")
+
+    cfg = yaml.safe_load((ROOT / "configs/finetune/trackml_small.yaml").read_text())
+    assert cfg["model"]["init_args"]["embedding_std"] == "init"
+    tr = cfg["trainer"]
+    tr.update(max_steps=2, limit_val_batches=0, enable_progress_bar=False, log_every_n_steps=1,
+              default_root_dir=str(tmp_path), num_sanity_val_steps=0)
+    tr["logger"]["init_args"] = {"save_dir": str(tmp_path), "name": "logs"}
+    tr["callbacks"] = [{"class_path": "test_ddp.FinetuneRankProbe", "init_args": {"out": str(tmp_path)}}]
+    cfg["model"]["init_args"].update(pretrained=str(tmp_path / "jepa.ckpt"), tune_threshold=False, **enc)
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]},
+                       num_train=NUM_TRAIN, num_val=1, num_test=1, batch_size=1,
+                       cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    _run_ddp(tmp_path, "ft.yaml")
+
+    ranks = [torch.load(tmp_path / f"ft_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["first"] != ranks[1]["first"]  # each rank measured other events
+    assert ranks[0]["rescale"] == ranks[1]["rescale"] < 0.5
+    for k in ranks[0]["encoder"]:
+        assert torch.equal(ranks[0]["encoder"][k], ranks[1]["encoder"][k]), f"{k} differs across ranks"
