@@ -134,8 +134,7 @@ class FinetuneRankProbe(pl.Callback):
 
 @pytest.mark.slow
 def test_ddp_finetune_rescales_the_output_identically_on_every_rank(tmp_path):
-    """``embedding_std: init`` (the finetune config's default) measures the output width on each
-    rank's own first batch; the factor is averaged over ranks, so the replicas keep identical
+    """``embedding_std`` (here ``init``) measures the output width on each rank's own first batch; the factor is averaged over ranks, so the replicas keep identical
     weights (DDP does not broadcast parameters after it wraps the model)."""
     from gnn_jepa.models.jepa import JEPAPretraining
 
@@ -148,7 +147,7 @@ def test_ddp_finetune_rescales_the_output_identically_on_every_rank(tmp_path):
     torch.save({"state_dict": state, "hyper_parameters": dict(jepa.hparams)}, tmp_path / "jepa.ckpt")
 
     cfg = yaml.safe_load((ROOT / "configs/finetune/trackml_small.yaml").read_text())
-    assert cfg["model"]["init_args"]["embedding_std"] == "init"
+    cfg["model"]["init_args"]["embedding_std"] = "init"  # the GPU config's; small ones: a number
     tr = cfg["trainer"]
     tr.update(max_steps=2, limit_val_batches=0, enable_progress_bar=False, log_every_n_steps=1,
               default_root_dir=str(tmp_path), num_sanity_val_steps=0)
