@@ -184,7 +184,8 @@ class TrackFinding(pl.LightningModule):
             raise ValueError(f"reinit_encoder={list(reinit_encoder)} needs a pretrained encoder "
                              "(mode finetune or frozen); a scratch encoder is all fresh")
         if embedding_std is not None and embedding_std != "init" and not (
-                isinstance(embedding_std, (int, float)) and embedding_std > 0):
+                isinstance(embedding_std, (int, float)) and not isinstance(embedding_std, bool)
+                and embedding_std > 0):
             raise ValueError(f"embedding_std must be None, 'init' or a number > 0, got {embedding_std!r}")
         # the fresh init, kept (not as a module: it is no part of the model) to measure its scale
         self._fresh_encoder_state = {k: v.clone() for k, v in self.encoder.state_dict().items()} \
@@ -249,6 +250,9 @@ class TrackFinding(pl.LightningModule):
         std that ``embedding_std`` asks for; record and return the factor (see the class
         docstring). Under DDP the factor is averaged over ranks so the replicas stay equal."""
         target = self.hparams.embedding_std
+        if batch.num_nodes < 2:
+            raise ValueError(f"embedding_std: the first training batch has {batch.num_nodes} hit(s); "
+                             "a standard deviation over hits needs at least 2")
         ea = getattr(batch, "edge_attr", None)
 
         def mean_std(encoder) -> torch.Tensor:

@@ -254,7 +254,10 @@ def test_embedding_std_rescales_the_output_once_before_the_first_step(tmp_path, 
     same = TrackFinding(mode="scratch", embedding_std="init", **ENC)
     assert same.match_embedding_std(toy_batch) == 1.0
     assert not hasattr(TrackFinding(mode="scratch", **ENC), "embedding_rescale")
-    for bad in (0.0, -1.0, "fresh"):
+    one_hit = toy_batch.subgraph(torch.tensor([0]))
+    with pytest.raises(ValueError, match="1 hit"):
+        TrackFinding(pretrained=str(wide), embedding_std=0.25, **ENC).match_embedding_std(one_hit)
+    for bad in (0.0, -1.0, "fresh", True):
         with pytest.raises(ValueError, match="embedding_std"):
             TrackFinding(mode="scratch", embedding_std=bad, **ENC)
 
