@@ -278,6 +278,19 @@ class TrackFinding(pl.LightningModule):
         self.embedding_rescale.fill_(float(factor))
         return float(factor)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Let a checkpoint written with another ``embedding_std`` setting load: one written
+        without it was never rescaled, so it gets the factor 1 (applied, nothing to do) instead
+        of a missing-key error; one written with it into a model without it drops the buffer
+        (its weights already hold the factor)."""
+        state = checkpoint.get("state_dict")
+        if state is None:
+            return
+        if hasattr(self, "embedding_rescale"):
+            state.setdefault("embedding_rescale", torch.tensor(1.0))
+        else:
+            state.pop("embedding_rescale", None)
+
     def training_step(self, batch, batch_idx):
         if self.hparams.embedding_std is not None and torch.isnan(self.embedding_rescale):
             self.match_embedding_std(batch)

@@ -282,3 +282,22 @@ def test_embedding_std_rescales_the_output_once_before_the_first_step(tmp_path, 
     assert float(resumed.embedding_rescale) == applied
     # one AdamW step from step 2's weights (lr 5e-4), not a second rescale of them
     assert (resumed.encoder.out_proj.weight - tf.encoder.out_proj.weight).abs().max() < 1e-2
+
+
+def test_checkpoints_load_across_embedding_std_settings(tmp_path):
+    """A fine-tuning checkpoint written without ``embedding_std`` loads into a model that sets it
+    (the factor reads 1: never rescaled, and not to be rescaled on resume), and one written with
+    it loads into a model without it."""
+    import lightning.pytorch as pl
+
+    plain = TrackFinding(mode="scratch", **ENC)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(plain)
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    with_std = TrackFinding.load_from_checkpoint(tmp_path / "plain.ckpt", embedding_std=0.1)
+    assert float(with_std.embedding_rescale) == 1.0
+    torch.testing.assert_close(with_std.encoder.out_proj.weight, plain.encoder.out_proj.weight)
+    trainer.strategy.connect(with_std)
+    trainer.save_checkpoint(tmp_path / "with.ckpt")
+    back = TrackFinding.load_from_checkpoint(tmp_path / "with.ckpt", embedding_std=None)
+    assert not hasattr(back, "embedding_rescale")
