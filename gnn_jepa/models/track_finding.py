@@ -5,6 +5,7 @@ kept fixed (``frozen``: only the head learns), or trained from a random init (``
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -192,6 +193,9 @@ class TrackFinding(pl.LightningModule):
             if embedding_std == "init" and mode != "scratch" else None
         if embedding_std is not None:
             self.register_buffer("embedding_rescale", torch.tensor(float("nan")))
+        # whether this fit has looked at the buffer yet: reading it is a device sync, so once
+        # per fit (at its first step, after any checkpoint restore), not at every step
+        self._rescale_checked = False
         if mode != "scratch":
             fresh = select_state(self.encoder.state_dict(), reinit_encoder)
             load_pretrained_encoder(self.encoder, pretrained, pretrained_encoder, expected=enc)
@@ -265,8 +269,8 @@ class TrackFinding(pl.LightningModule):
         if target == "init" and self._fresh_encoder_state is None:  # scratch: already the init
             factor = torch.tensor(1.0, device=self.device)
         else:
-            if target == "init":
-                fresh = GraphTransformerEncoder(**{k: self.hparams[k] for k in ENCODER_ARGS})
+            if target == "init":  # a copy holding the fresh weights: no new init, no RNG draw
+                fresh = copy.deepcopy(self.encoder)
                 fresh.load_state_dict(self._fresh_encoder_state)
                 target = mean_std(fresh.to(self.device))
             factor = torch.as_tensor(target, dtype=torch.float32, device=self.device) / \
@@ -292,8 +296,10 @@ class TrackFinding(pl.LightningModule):
             state.pop("embedding_rescale", None)
 
     def training_step(self, batch, batch_idx):
-        if self.hparams.embedding_std is not None and torch.isnan(self.embedding_rescale):
-            self.match_embedding_std(batch)
+        if not self._rescale_checked:
+            self._rescale_checked = True
+            if self.hparams.embedding_std is not None and torch.isnan(self.embedding_rescale):
+                self.match_embedding_std(batch)
         logits = self(batch)
         loss = self.edge_loss(logits, self.edge_targets(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))
