@@ -193,9 +193,21 @@ class EventDataModule(pl.LightningDataModule):
         # they only run CPU code, so a CUDA context in this process does not matter. Each
         # file is written atomically, so an interrupted pool leaves no half-written event.
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(workers, initializer=_init_prepare_worker, initargs=(self._datasets,)) as pool:
+        pool = ctx.Pool(workers, initializer=_init_prepare_worker, initargs=(self._datasets,))
+        try:
             for _ in pool.imap_unordered(_prepare_in_worker, todo):
                 pass
+        except BaseException:
+            pool.terminate()  # stop the others now (SIGTERM: they remove their half-written file)
+            raise
+        else:
+            # Every event done: the idle workers exit on the pool's end-of-tasks sentinel. Not
+            # terminate() (what `with Pool` does): an idle worker waits in a C semaphore call, and
+            # a SIGTERM that lands on one of its other (torch) threads never wakes it to run the
+            # Python handler, so join() hung (seen once in CI, in the GPU config's 8-worker prepare).
+            pool.close()
+        finally:
+            pool.join()
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(split)
