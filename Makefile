@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast bench figures venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ test-fast: $(STAMP)
 	WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(PY) benchmarks/simulate.py --no-toytrack
-	$(PY) benchmarks/radius_graph.py
+	$(PY) -m benchmarks.simulate --no-toytrack
+	$(PY) -m benchmarks.radius_graph
+
+figures: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/make_figures.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

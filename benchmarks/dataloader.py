@@ -1,11 +1,11 @@
 """Does data loading starve JEPA training? Step time with the real DataLoader vs pre-loaded batches.
 
-The same JEPA training step as ``benchmarks/train_step.py`` (pretraining config, one event
+The same JEPA training step as :mod:`benchmarks.train_step` (pretraining config, one event
 per batch) is fed by:
 
 * ``preloaded``: ``--events`` batches already on the device, cycled: the compute-only
   reference;
-* ``cached``: :class:`gnn_jepa.data.datamodule.EventDataModule` over ``--events`` fixed
+* ``cached``: :class:`gnn_jepa.datamodule.EventDataModule` over ``--events`` fixed
   simulated events, processed once into an on-disk cache (``prepare_data``, timed apart as
   ``cache_build_s``), loaded with ``num_workers`` from ``--workers``;
 * ``on_the_fly``: the same DataModule with ``on_the_fly: true`` (as the GPU pretraining
@@ -16,8 +16,8 @@ and ``compute_ms`` (the step, synchronised on CUDA). ``data_fraction`` = total d
 total time over the timed steps: near 0 the loader keeps up, near 1 training waits for data.
 ``--warmup`` iterations are not timed (they include the workers' start-up).
 
-    python benchmarks/dataloader.py --device cpu --hits 2000 --workers 0,2
-    python benchmarks/dataloader.py --device cuda --hits 50000 --workers 0,4,8 --out gpu_out/dataloader.json
+    python -m benchmarks.dataloader --device cpu --hits 2000 --workers 0,2
+    python -m benchmarks.dataloader --device cuda --hits 50000 --workers 0,4,8 --out gpu_out/dataloader.json
 """
 from __future__ import annotations
 
@@ -28,14 +28,11 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import train_step as tsb  # noqa: E402  (shared helpers of the benchmarks)
+from benchmarks import common
 
 
 def cycle(loader) -> Iterator:
@@ -53,13 +50,13 @@ def timed_loop(source: Iterator, step_fn, device: torch.device, warmup: int, ste
     """Run ``warmup + steps`` iterations of (fetch, move, step); summarise the timed ones."""
     data_t, comp_t = [], []
     for i in range(warmup + steps):
-        tsb.sync(device)
+        common.sync(device)
         t0 = time.perf_counter()
         batch = next(source).to(device)
-        tsb.sync(device)
+        common.sync(device)
         t1 = time.perf_counter()
         step_fn(batch, i)
-        tsb.sync(device)
+        common.sync(device)
         t2 = time.perf_counter()
         if i >= warmup:
             data_t.append(t1 - t0)
@@ -76,7 +73,7 @@ def timed_loop(source: Iterator, step_fn, device: torch.device, warmup: int, ste
 
 def make_datamodule(simulator: dict, graph: dict, events: int, on_the_fly: bool,
                     workers: int, cache_dir: Optional[str], seed: int):
-    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.datamodule import EventDataModule
 
     return EventDataModule(source="simulate", simulator=simulator, num_train=events, num_val=0,
                            num_test=0, on_the_fly=on_the_fly, graph=graph, batch_size=1,
@@ -94,7 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="which feeds to compare (comma list)")
     p.add_argument("--events", type=int, default=4, help="events of the preloaded and cached sets")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the step")
-    p.add_argument("--config", default=str(tsb.DEFAULT_PRETRAIN_CONFIG), help="pretraining YAML config")
+    p.add_argument("--config", default=str(common.DEFAULT_PRETRAIN_CONFIG),
+                   help="pretraining YAML config")
     p.add_argument("--d-model", type=int, default=None)
     p.add_argument("--n-layers", type=int, default=None)
     p.add_argument("--max-neighbors", type=int, default=0,
@@ -109,7 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = tsb.resolve_device(args.device)
+    device = common.resolve_device(args.device)
     cuda = device.type == "cuda"
     hits = args.hits or (50_000 if cuda else 2000)
     workers = [int(w) for w in (args.workers or ("0,4,8" if cuda else "0,2")).split(",") if w.strip()]
@@ -121,16 +119,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise ValueError(f"unknown --loaders {bad}; choose from preloaded, cached, on_the_fly")
     if args.events < 1:
         raise ValueError(f"--events must be >= 1, got {args.events}")
-    cfg = tsb.load_config(args.config)
-    model_args = dict(cfg["model"])
-    for key in ("d_model", "n_layers"):
-        if getattr(args, key) is not None:
-            model_args[key] = getattr(args, key)
-    graph = tsb.bench_graph(cfg["graph"], args.max_neighbors)
-    particles = max(1, round(hits / tsb.hits_per_particle(cfg["simulator"], args.seed)))
+    cfg = common.load_config(args.config)
+    model_args = common.override_encoder(cfg["model"], d_model=args.d_model, n_layers=args.n_layers)
+    graph = common.bench_graph(cfg["graph"], args.max_neighbors)
+    particles = max(1, round(hits / common.hits_per_particle(cfg["simulator"], args.seed)))
     simulator = {**cfg["simulator"], "num_particles": particles}
     clip = cfg["gradient_clip_val"]
-    doc = {"benchmark": "dataloader", "env": tsb.environment(device),
+    doc = {"benchmark": "dataloader", "env": common.environment(device),
            "config": {"path": cfg["path"], "model": model_args, "graph": graph,
                       "simulator": simulator, "target_hits": hits, "events": args.events,
                       "bf16": args.bf16, "warmup": args.warmup, "steps": args.steps,
@@ -138,15 +133,15 @@ def main(argv: Optional[list[str]] = None) -> int:
            "rows": []}
 
     torch.manual_seed(0)
-    model, opt, sched = tsb.make_model(model_args, device)
+    model, opt, sched = common.make_jepa(model_args, device)
 
     def step(batch, i):
-        tsb.jepa_step(model, opt, sched, batch, i, bf16=args.bf16, clip=clip)
+        common.jepa_step(model, opt, sched, batch, i, bf16=args.bf16, clip=clip)
 
     def record(row: dict) -> None:
         doc["rows"].append(row)
-        tsb.log(json.dumps(row))
-        tsb.write_doc(doc, args.out)
+        common.log(json.dumps(row))
+        common.write_doc(doc, args.out)
 
     own_cache = args.cache_dir is None
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="gnn_jepa_bench_cache_")
@@ -155,7 +150,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             runs = [None] if loader_kind == "preloaded" else workers
             for nw in runs:
                 row = {"loader": loader_kind, "num_workers": nw}
-                tsb.log(f"dataloader: {row}")
+                common.log(f"dataloader: {row}")
                 dm = None
                 try:
                     if loader_kind == "preloaded":
@@ -178,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         source = cycle(dm.train_dataloader())
                     row.update(timed_loop(source, step, device, args.warmup, args.steps))
                 except Exception as exc:  # record and go on with the next feed
-                    row.update(tsb.error_row(exc))
+                    row.update(common.error_row(exc))
                 finally:
                     # ends persistent workers before the next configuration starts its own
                     source = None
@@ -191,7 +186,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if "ms_per_step_median" in r:
                     r["slowdown_vs_preloaded"] = round(
                         r["ms_per_step_median"] / pre["ms_per_step_median"], 3)
-            tsb.write_doc(doc, args.out)
+            common.write_doc(doc, args.out)
     finally:
         if own_cache:
             shutil.rmtree(cache_dir, ignore_errors=True)

@@ -16,7 +16,7 @@ grows with the dataset.
 
 Prints one JSON document to stdout.
 
-    python benchmarks/dataset_memory.py [--sizes 50,200,800] [--particles 100] [--cache DIR]
+    python -m benchmarks.dataset_memory [--sizes 50,200,800] [--particles 100] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import ROOT, proc_status_kib
 
 
 def datamodule_args(size: int, particles: int, cache: str, batch_size: int, workers: int) -> dict:
@@ -48,14 +47,8 @@ def peak_rss_mib() -> float:
 
 def rss_mib() -> float:
     """Current resident set size (``VmRSS`` of /proc/self/status; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return peak_rss_mib()
+    rss = proc_status_kib("VmRSS")
+    return rss / 1024.0 if rss is not None else peak_rss_mib()
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -63,7 +56,7 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from torch_geometric.loader import DataLoader
 
-    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.datamodule import EventDataModule
 
     torch.set_num_threads(1)
     baseline = rss_mib()  # after the imports, before any event
@@ -107,7 +100,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="gnn_jepa_memory_")
         args.cache = tmp
     try:
-        from gnn_jepa.data.datamodule import EventDataModule
+        from gnn_jepa.datamodule import EventDataModule
 
         t0 = time.perf_counter()
         dm = EventDataModule(**datamodule_args(max(sizes), args.particles, args.cache, args.batch_size, 0))
@@ -120,16 +113,18 @@ def main() -> None:
         runs = []
         for mode in args.modes.split(","):
             for size in sizes:
-                cmd = [sys.executable, __file__, "--child", "--size", str(size), "--mode", mode,
-                       "--particles", str(args.particles), "--batch-size", str(args.batch_size),
-                       "--cache", args.cache]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                cmd = [sys.executable, "-m", "benchmarks.dataset_memory", "--child", "--size",
+                       str(size), "--mode", mode, "--particles", str(args.particles),
+                       "--batch-size", str(args.batch_size), "--cache",
+                       str(Path(args.cache).resolve())]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(json.dumps(runs[-1]), file=sys.stderr)
         import torch
         report = {
             "benchmark": "dataset_memory",
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.dataset_memory",
+                                 *sys.argv[1:]]),
             "platform": {"python": platform.python_version(), "torch": torch.__version__,
                          "machine": platform.machine(), "cpus": __import__("os").cpu_count()},
             "events": {"preset": "trackml", "particles": args.particles,

@@ -5,13 +5,14 @@ event: encoder + edge head forward, the BCE edge loss on the config's ``edge_lab
 backward, gradient clipping, AdamW and LR-scheduler step, built from
 :class:`gnn_jepa.models.TrackFinding` (``mode: scratch``) itself. Every ``--heads`` entry
 (``mlp``: each edge judged alone, the reference; ``interaction``: edges and hits exchange
-messages for ``head_rounds`` rounds) runs on the same events, simulated with the config's
-simulator and graph, one per ``--particles`` count. Rows carry the median (min, mean) step
+messages for the config's ``head.rounds`` rounds; the rest of the config's ``head`` block
+is kept) runs on the same events, simulated with the config's simulator and graph, one per
+``--particles`` count. Rows carry the median (min, mean) step
 time over ``--steps`` timed steps after ``--warmup``, the peak memory (see
-``train_step.PeakMemory``), the number of hits and edges, and ``ratio_vs_mlp``.
+:class:`benchmarks.common.PeakMemory`), the number of hits and edges, and ``ratio_vs_mlp``.
 
-    python benchmarks/edge_head.py --particles 150,1000
-    python benchmarks/edge_head.py --device cuda --config configs/finetune/trackml_gpu.yaml \\
+    python -m benchmarks.edge_head --particles 150,1000
+    python -m benchmarks.edge_head --device cuda --config configs/finetune/trackml_gpu.yaml \\
         --particles 1000,10000
 
 Prints one JSON document.
@@ -20,26 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_step as ts  # noqa: E402  (shared event, timing and memory helpers)
+from benchmarks import common
 
-DEFAULT_CONFIG = ts.ROOT / "configs" / "finetune" / "trackml_small.yaml"
+DEFAULT_CONFIG = common.ROOT / "configs" / "finetune" / "trackml_small.yaml"
 HEADS = ("mlp", "interaction")
 
 
 def make_model(model_args: dict, head: str, device: torch.device, total_steps: int = 1000):
-    """A scratch TrackFinding with ``head``, its optimizer and scheduler."""
+    """A scratch TrackFinding with the config's head block of kind ``head``, its optimizer
+    and scheduler."""
     from gnn_jepa.models import TrackFinding
 
     args = {k: v for k, v in model_args.items() if k not in ("pretrained", "mode", "output_dir")}
-    args.update(mode="scratch", head=head, total_steps=args.get("total_steps") or total_steps)
-    model = TrackFinding(**args).to(device).train()
+    args.update(mode="scratch", head={**(args.get("head") or {}), "kind": head})
+    model = TrackFinding(**common.with_total_steps(args, total_steps)).to(device).train()
     conf = model.configure_optimizers()
     return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
 
@@ -61,11 +60,11 @@ def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warm
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
 
-    _, timed, mem = ts.time_calls(step, device, warmup, steps)
+    _, timed, mem = common.time_calls(step, device, warmup, steps)
     params = sum(p.numel() for p in model.head.parameters())
     del model, opt, sched
-    ts.free_device(device)
-    return {**ts.ms_summary(timed), **mem, "head_params": params,
+    common.free_device(device)
+    return {**common.ms_summary(timed), **mem, "head_params": params,
             "loss_first": round(losses[0], 5), "loss_last": round(losses[-1], 5)}
 
 
@@ -83,17 +82,18 @@ def main(argv: Optional[list[str]] = None) -> dict:
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     if not heads or any(h not in HEADS for h in heads):
         raise SystemExit(f"--heads must list some of {HEADS}, got {args.heads!r}")
-    device = ts.resolve_device(args.device)
-    cfg = ts.load_config(args.config)
+    device = common.resolve_device(args.device)
+    cfg = common.load_config(args.config)
     rows = []
     for particles in [int(x) for x in args.particles.split(",") if x.strip()]:
-        data = ts.make_graph(ts.simulate_data(cfg["simulator"], particles, args.seed), cfg["graph"], device)
-        batch = ts.as_batch(data)
+        data = common.make_graph(common.simulate_data(cfg["simulator"], particles, args.seed),
+                                 cfg["graph"], device)
+        batch = common.as_batch(data)
         size = {"particles": particles, "hits": int(batch.num_nodes),
                 "edges": int(batch.edge_index.shape[1])}
         ref = None
         for head in heads:
-            ts.log(f"edge_head: {particles} particles, head {head}")
+            common.log(f"edge_head: {particles} particles, head {head}")
             row = {**size, "head": head,
                    **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
                                 steps=args.steps, clip=cfg["gradient_clip_val"])}
@@ -101,9 +101,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 ref = row["ms_median"]
             row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
             rows.append(row)
-    doc = {"benchmark": "edge_head", "config": cfg["path"], "env": ts.environment(device),
+    doc = {"benchmark": "edge_head", "config": cfg["path"], "env": common.environment(device),
            "warmup": args.warmup, "steps": args.steps, "rows": rows}
-    ts.write_doc(doc, args.out)
+    common.write_doc(doc, args.out)
     print(json.dumps(doc, indent=1))
     return doc
 

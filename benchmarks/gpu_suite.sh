@@ -11,6 +11,7 @@
 # row, so a cut-short step still leaves its finished rows):
 #   0. install: wheels in .whl/ (if any) into /tmp/site, then `pip install --no-deps -e .`
 #      (no network there: --no-index, --no-build-isolation); PYTHONPATH gets the repo too;
+#   (each benchmark runs from the repository root as `python -m benchmarks.<name>`)
 #   1. inference.py   10k/50k/100k hits, fp32, bf16, bf16+compile, on two graphs: the
 #                     configs' (~40 edges per hit) and k6 (~7, the DESIGN's reference degree);
 #   2. train_step.py  the same sizes, modes and graphs (compile time apart);
@@ -85,17 +86,17 @@ else
 fi
 
 # ---------------------------------------------------------------- 1-4. benchmarks
-run_step inference 110 - "$PY" benchmarks/inference.py --device "$DEV" --hits "$SIZES" \
+run_step inference 110 - "$PY" -m benchmarks.inference --device "$DEV" --hits "$SIZES" \
   --max-neighbors "$GRAPHS" --modes "$MODES" "${INF_ARGS[@]}" ${SMALL[@]+"${SMALL[@]}"} --out "$OUT/inference.json"
-run_step train_step 150 - "$PY" benchmarks/train_step.py --device "$DEV" --hits "$SIZES" \
+run_step train_step 150 - "$PY" -m benchmarks.train_step --device "$DEV" --hits "$SIZES" \
   --max-neighbors "$GRAPHS" --modes "$MODES" "${TS_ARGS[@]}" ${SMALL[@]+"${SMALL[@]}"} --out "$OUT/train_step.json"
-run_step dataloader 50 - "$PY" benchmarks/dataloader.py --device "$DEV" "${DL_ARGS[@]}" \
+run_step dataloader 50 - "$PY" -m benchmarks.dataloader --device "$DEV" "${DL_ARGS[@]}" \
   --out "$OUT/dataloader.json"
 # one process per size: its JSON only comes at the end, so a timeout at 100k hits
 # cannot cost the 10k result
-run_step radius_graph_small 45 "$OUT/radius_graph_small.json" "$PY" benchmarks/radius_graph.py \
+run_step radius_graph_small 45 "$OUT/radius_graph_small.json" "$PY" -m benchmarks.radius_graph \
   --sizes "$RG_SMALL" --repeat 3
-run_step radius_graph_large 90 "$OUT/radius_graph_large.json" "$PY" benchmarks/radius_graph.py \
+run_step radius_graph_large 90 "$OUT/radius_graph_large.json" "$PY" -m benchmarks.radius_graph \
   --sizes "$RG_LARGE" --repeat 3
 
 # ---------------------------------------------------------------- 5. summary

@@ -5,7 +5,7 @@ layer-pair filter, union members, edge features and labels), on one CPU thread b
 as in a DataLoader worker. Prints JSON: per graph the median seconds over ``--repeat``
 builds, the edge count and the mean degree.
 
-    python benchmarks/graph_build.py --config configs/pretrain/trackml_gpu.yaml --particles 10000
+    python -m benchmarks.graph_build --config configs/pretrain/trackml_gpu.yaml --particles 10000
 
 The reference (``--reference``, JSON of ``BuildGraph`` arguments) defaults to the (eta, phi)
 graph capped at 35 neighbours that the GPU configs used before the learned union graph.
@@ -18,12 +18,10 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_step as tsb  # noqa: E402  (shared helpers of the benchmarks)
+from benchmarks import common
 
 OLD_GPU_GRAPH = {"kind": "eta_phi", "w_eta": 0.1, "w_phi": 1.0, "w_r": 2e-4, "radius": 0.09,
                  "max_num_neighbors": 35}
@@ -49,7 +47,7 @@ def time_graph(graph: dict, data, repeat: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(tsb.ROOT / "configs/pretrain/trackml_gpu.yaml"))
+    p.add_argument("--config", default=str(common.DEFAULT_PRETRAIN_CONFIG))
     p.add_argument("--reference", type=json.loads, default=OLD_GPU_GRAPH,
                    help="JSON BuildGraph arguments of the reference graph")
     p.add_argument("--particles", type=int, default=10000)
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     from gnn_jepa.data.convert import event_to_data
     from gnn_jepa.data.simulator import Simulator
 
-    cfg = tsb.load_config(a.config)
+    cfg = common.load_config(a.config)
     sim_cfg = {**cfg["simulator"], "num_particles": a.particles}
     preset = sim_cfg.pop("preset", "trackml")
     data = event_to_data(Simulator.from_preset(preset, **sim_cfg).simulate(seed=a.seed))

@@ -17,7 +17,7 @@ has truth) therefore feeds the true edge labels to the track builder, the topolo
 trained model produces; the model's own scores are still computed and timed in stage 3.
 ``--track-scores model`` uses the random model's scores instead.
 
-``--max-neighbors`` lists the graphs as in ``benchmarks/train_step.py``: 0 = the
+``--max-neighbors`` lists the graphs as in :mod:`benchmarks.train_step`: 0 = the
 fine-tuning config's graph, k = that graph capped at k neighbours, without its ``union``
 members (6: the DESIGN's reference degree, ~7 edges per hit). ``--bf16`` runs encoder and head under
 bf16 autocast, ``--compile`` compiles both (compile time reported apart, as the warm-up's
@@ -27,12 +27,12 @@ stage times are device-timeline intervals and include any host stall inside a st
 ``host_syncs`` counts, per stage, the operations that block the host
 (``torch.cuda.set_sync_debug_mode``), in one extra untimed pass. Memory: on CUDA
 ``max_memory_allocated`` over the timed passes (model weights and the event's positions
-included); on CPU the peak resident set over them (see train_step.py).
+included); on CPU the peak resident set over them (:class:`benchmarks.common.PeakMemory`).
 
 Target (DESIGN.md): on an H100, a 100k-hit event in <= 8 ms total and <= 2 GiB peak.
 
-    python benchmarks/inference.py --device cpu --hits 1000,10000,20000
-    python benchmarks/inference.py --device cuda --modes fp32,bf16,bf16+compile \\
+    python -m benchmarks.inference --device cpu --hits 1000,10000,20000
+    python -m benchmarks.inference --device cuda --modes fp32,bf16,bf16+compile \\
         --hits 10000,50000,100000 --out gpu_out/inference.json
 """
 from __future__ import annotations
@@ -42,16 +42,14 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import common
+from benchmarks.common import DEFAULT_FINETUNE_CONFIG
+from gnn_jepa.tracking.building import TrackBuildingConfig
 
-import train_step as tsb  # noqa: E402  (shared helpers of the benchmarks)
-
-DEFAULT_FINETUNE_CONFIG = tsb.ROOT / "configs" / "finetune" / "trackml_gpu.yaml"
 STAGES = ("graph", "encoder", "edge_scores", "tracks")
 #: Per-hit fields the pipeline may read: the detector's readout, never truth.
 READOUT = ("pos", "x", "volume_id", "layer_id")
@@ -106,12 +104,10 @@ class Pipeline:
         return torch.sigmoid(logits.float())
 
     def tracks(self, d, scores: torch.Tensor) -> torch.Tensor:
-        from gnn_jepa.tracking.building import build_tracks
+        from gnn_jepa.tracking.building import build_tracks, hit_order_key
 
         s = scores if self.track_scores is None else self.track_scores
-        order_key = None
-        if self.building == "walkthrough":
-            order_key = torch.linalg.vector_norm(d.pos, dim=1)  # distance from the origin
+        order_key = hit_order_key(d.pos) if self.building == "walkthrough" else None
         return build_tracks(d.num_nodes, d.edge_index, s, threshold=self.threshold,
                             min_hits=self.min_hits, method=self.building, order_key=order_key,
                             cc_method=self.cc_method)
@@ -148,7 +144,7 @@ def stage_ms(marks: list, device: torch.device) -> list[float]:
 def bench_inference(pipe: Pipeline, hits, device: torch.device,
                     *, warmup: int, repeat: int, compiled: bool) -> dict:
     """Time ``repeat`` full passes after ``warmup``; per-stage medians, total, memory."""
-    graphs0 = tsb.dynamo_graph_count()
+    graphs0 = common.dynamo_graph_count()
     per_pass: list[list[float]] = []
 
     def one(i: int):
@@ -157,11 +153,11 @@ def bench_inference(pipe: Pipeline, hits, device: torch.device,
         per_pass.append(marks)
 
     counts = {}
-    warm, timed, mem = tsb.time_calls(one, device, warmup, repeat,
-                                      after_warmup=lambda: counts.update(warm=tsb.dynamo_graph_count()))
-    graphs1 = tsb.dynamo_graph_count()
+    warm, timed, mem = common.time_calls(
+        one, device, warmup, repeat, after_warmup=lambda: counts.update(warm=common.dynamo_graph_count()))
+    graphs1 = common.dynamo_graph_count()
     stages = [stage_ms(m, device) for m in per_pass[warmup:]]
-    row = {"total": tsb.ms_summary(timed),
+    row = {"total": common.ms_summary(timed),
            "stages_ms_median": {name: round(statistics.median(s[k] for s in stages), 3)
                                 for k, name in enumerate(STAGES)},
            **mem, "warmup_s": round(sum(warm), 3)}
@@ -181,16 +177,16 @@ def host_syncs(pipe: Pipeline, hits, device: torch.device) -> Optional[dict]:
     d = pipe.graph(hits)
     h = pipe.embed(d)
     s = pipe.scores(d, h)
-    return {"graph": tsb.count_host_syncs(lambda: pipe.graph(hits), device),
-            "encoder": tsb.count_host_syncs(lambda: pipe.embed(d), device),
-            "edge_scores": tsb.count_host_syncs(lambda: pipe.scores(d, h), device),
-            "tracks": tsb.count_host_syncs(lambda: pipe.tracks(d, s), device)}
+    return {"graph": common.count_host_syncs(lambda: pipe.graph(hits), device),
+            "encoder": common.count_host_syncs(lambda: pipe.embed(d), device),
+            "edge_scores": common.count_host_syncs(lambda: pipe.scores(d, h), device),
+            "tracks": common.count_host_syncs(lambda: pipe.tracks(d, s), device)}
 
 
 def bench_event(data, mode: str, model_args: dict, graph: dict, device: torch.device, args,
                 *, building: str, cc_method: str, threshold: float, min_hits: int) -> dict:
     """One mode on one event: a fresh model, reference pass, timed passes, track counts."""
-    bf16, compiled = tsb.mode_flags(mode)
+    bf16, compiled = common.mode_flags(mode)
     torch.manual_seed(0)
     model = make_model(model_args, device)
     pipe = Pipeline(model, graph, device, bf16=bf16, cc_method=cc_method, building=building,
@@ -230,7 +226,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--hits", default=None, help="target hits per event, comma list (default cpu: "
                    f"{DEFAULT_SIZES['cpu']}; cuda: {DEFAULT_SIZES['cuda']})")
-    p.add_argument("--modes", default=None, help=f"comma list of {tsb.MODES}")
+    p.add_argument("--modes", default=None, help=f"comma list of {common.MODES}")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast of encoder and head")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and head")
     p.add_argument("--static", action="store_true", help="compile with dynamic=False (default True)")
@@ -240,7 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--heads", type=int, default=None)
     p.add_argument("--max-neighbors", default="0",
                    help="graphs, comma list: 0 = the config's graph as is, k = capped at k "
-                        f"neighbours ({tsb.REFERENCE_MAX_NEIGHBORS}: the DESIGN's reference degree)")
+                        f"neighbours ({common.REFERENCE_MAX_NEIGHBORS}: the DESIGN's reference degree)")
     p.add_argument("--building", choices=("cc", "walkthrough"), default=None,
                    help="track building (default: the config's)")
     p.add_argument("--cc-method", choices=("auto", "torch", "scipy"), default="auto",
@@ -256,23 +252,22 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = tsb.resolve_device(args.device)
-    modes = tsb.parse_modes(args.modes) if args.modes else \
+    device = common.resolve_device(args.device)
+    modes = common.parse_modes(args.modes) if args.modes else \
         [("bf16" if args.bf16 else "fp32") + ("+compile" if args.compile else "")]
-    sizes = tsb.parse_sizes(args.hits or DEFAULT_SIZES["cuda" if device.type == "cuda" else "cpu"])
-    cfg = tsb.load_config(args.config)
-    model_args = dict(cfg["model"])
-    for key in ("d_model", "n_layers", "heads"):
-        if getattr(args, key) is not None:
-            model_args[key] = getattr(args, key)
-    graphs = {tsb.graph_label(c): tsb.bench_graph(cfg["graph"], c)
-              for c in tsb.parse_caps(args.max_neighbors)}
-    building = args.building or model_args.get("building", "cc")
+    sizes = common.parse_sizes(args.hits or DEFAULT_SIZES["cuda" if device.type == "cuda" else "cpu"])
+    cfg = common.load_config(args.config)
+    model_args = common.override_encoder(cfg["model"], d_model=args.d_model,
+                                         n_layers=args.n_layers, heads=args.heads)
+    tracks = TrackBuildingConfig(**(model_args.get("tracks") or {}))
+    graphs = {common.graph_label(c): common.bench_graph(cfg["graph"], c)
+              for c in common.parse_caps(args.max_neighbors)}
+    building = args.building or tracks.building
     cc_method = args.cc_method if args.cc_method != "auto" else \
         ("torch" if device.type == "cuda" else "scipy")
-    threshold = float(model_args.get("threshold", 0.5))
-    min_hits = int(model_args.get("min_hits", 3))
-    doc = {"benchmark": "inference", "env": tsb.environment(device),
+    threshold = float(tracks.threshold)
+    min_hits = int(tracks.min_hits)
+    doc = {"benchmark": "inference", "env": common.environment(device),
            "config": {"path": cfg["path"], "model": model_args, "graphs": graphs, "modes": modes,
                       "building": building, "cc_method": cc_method, "threshold": threshold,
                       "min_hits": min_hits, "track_scores": args.track_scores,
@@ -281,28 +276,28 @@ def main(argv: Optional[list[str]] = None) -> int:
            "targets": {"total_ms": TARGET_TOTAL_MS, "peak_mib": TARGET_PEAK_MIB,
                        "applies_to": "CUDA (H100-class), ~100k hits"},
            "rows": []}
-    hpp = tsb.hits_per_particle(cfg["simulator"], args.seed)
+    hpp = common.hits_per_particle(cfg["simulator"], args.seed)
     events = []  # all events first; modes outer, sizes inner (see train_step.py)
     for target in sizes:
         particles = max(1, round(target / hpp))
-        data = tsb.simulate_data(cfg["simulator"], particles, args.seed).to(device)
+        data = common.simulate_data(cfg["simulator"], particles, args.seed).to(device)
         events.append(({"target_hits": target, "particles": particles,
                         "hits": int(data.num_nodes)}, data))
     runs = [(mode, label, graph, base, data) for mode in modes
             for label, graph in graphs.items() for base, data in events]
     for mode, label, graph, base, data in runs:
         row = {"mode": mode, "graph": label, **base}
-        tsb.log(f"inference: {row}")
+        common.log(f"inference: {row}")
         try:
             row.update(bench_event(data, mode, model_args, graph, device, args,
                                    building=building, cc_method=cc_method,
                                    threshold=threshold, min_hits=min_hits))
         except Exception as exc:  # OOM or a failure at one size: record it, go on
-            row.update(tsb.error_row(exc))
-        tsb.free_device(device)
+            row.update(common.error_row(exc))
+        common.free_device(device)
         doc["rows"].append(row)
-        tsb.log(json.dumps(row))
-        tsb.write_doc(doc, args.out)
+        common.log(json.dumps(row))
+        common.write_doc(doc, args.out)
     json.dump(doc, sys.stdout, indent=1)
     print()
     return 0

@@ -13,7 +13,7 @@ cKDTree.query_pairs (and to a brute force at 10k). Timings are the minimum and m
 ``--repeat`` runs. CUDA timings (after warm-up, with torch.cuda.synchronize) are added when
 a GPU is present, torch_cluster when installed.
 
-    python benchmarks/radius_graph.py [--sizes 1000,10000] [--repeat 5] [--threads N]
+    python -m benchmarks.radius_graph [--sizes 1000,10000] [--repeat 5] [--threads N]
 """
 from __future__ import annotations
 
@@ -23,17 +23,14 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gnn_jepa.graph.frames import GraphFrame  # noqa: E402
-from gnn_jepa.graph.radius import available_backends, radius_graph, radius_pairs  # noqa: E402
-from gnn_jepa.graph.transform import DEFAULT_GRAPH  # noqa: E402
+from gnn_jepa.graph.frames import GraphFrame
+from gnn_jepa.graph.radius import available_backends, radius_graph, radius_pairs
+from gnn_jepa.graph.transform import DEFAULT_GRAPH
 
 
 def event_points(particles: int, seed: int) -> tuple[torch.Tensor, str]:

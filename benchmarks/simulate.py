@@ -18,9 +18,9 @@ noise or holes. Every particle crosses all 10 layers in both.
 
 Usage::
 
-    python benchmarks/simulate.py                 # JSON on stdout (progress on stderr)
-    python benchmarks/simulate.py --no-toytrack   # ours only
-    python benchmarks/simulate.py --particles 100 --rounds 1 --repeats 1 --trackml-particles 0
+    python -m benchmarks.simulate                 # JSON on stdout (progress on stderr)
+    python -m benchmarks.simulate --no-toytrack   # ours only
+    python -m benchmarks.simulate --particles 100 --rounds 1 --repeats 1 --trackml-particles 0
 """
 from __future__ import annotations
 
@@ -34,10 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gnn_jepa.data.simulator import Simulator  # noqa: E402
+from gnn_jepa.data.simulator import Simulator
 
 TOYTRACK_VERSION = "0.1.23"
 DEFAULT_VENV = Path(__file__).resolve().parent / ".toytrack-venv"

@@ -30,8 +30,8 @@ weights, optimizer state, the event) and its excess over what was allocated befo
 them; ``null`` where the kernel does not allow that reset. ``scaling`` holds log-log
 least-squares exponents (time ~ hits^a) over the sizes >= ``--fit-from`` hits.
 
-    python benchmarks/train_step.py --device cpu --hits 1000,2000,5000,10000,20000
-    python benchmarks/train_step.py --device cuda --modes fp32,bf16,bf16+compile \\
+    python -m benchmarks.train_step --device cpu --hits 1000,2000,5000,10000,20000
+    python -m benchmarks.train_step --device cuda --modes fp32,bf16,bf16+compile \\
         --hits 10000,50000,100000 --out gpu_out/train_step.json
 
 Prints one JSON document on stdout (and rewrites ``--out`` after every row, so a run cut
@@ -42,283 +42,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
-import traceback
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import (DEFAULT_PRETRAIN_CONFIG, MODES, PHASES, REFERENCE_MAX_NEIGHBORS,
+                               as_batch, bench_graph, count_host_syncs, dynamo_graph_count,
+                               environment, error_row, free_device, graph_label,
+                               hits_per_particle, jepa_step, load_config, log, make_graph,
+                               make_jepa, mode_flags, ms_summary, override_encoder, parse_caps,
+                               parse_modes, parse_sizes, resolve_device, simulate_data, sync,
+                               time_calls, write_doc)
 
-DEFAULT_PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "trackml_gpu.yaml"
-#: Benchmark modes: precision, optionally + torch.compile of the encoder(s).
-MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
-#: The DESIGN's reference degree (94k hits / 628k edges) is what a cap of 6 gives.
-REFERENCE_MAX_NEIGHBORS = 6
 DEFAULT_SIZES = {"cpu": "1000,2000,5000,10000,20000", "cuda": "1000,10000,20000,50000,100000"}
 
 
-# --------------------------------------------------------------------------- configs
-def load_config(path: str | Path) -> dict:
-    """The parts of a ``gnn-jepa fit`` YAML config a benchmark needs.
-
-    Returns:
-        ``{"model": init_args, "graph": data.graph, "simulator": data.simulator,
-        "gradient_clip_val": trainer.gradient_clip_val, "path": str}``.
-
-    Raises:
-        ValueError: naming the file and the missing key.
-    """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config {path} does not exist")
-    cfg = yaml.safe_load(path.read_text()) or {}
-    model = (cfg.get("model") or {}).get("init_args")
-    if model is None:
-        raise ValueError(f"config {path}: no model.init_args")
-    data = cfg.get("data") or {}
-    return {"model": dict(model), "graph": dict(data.get("graph") or {}),
-            "simulator": dict(data.get("simulator") or {"preset": "trackml"}),
-            "gradient_clip_val": (cfg.get("trainer") or {}).get("gradient_clip_val"),
-            "path": str(path)}
-
-
-def bench_graph(config_graph: dict, max_neighbors: int) -> dict:
-    """BuildGraph keyword arguments: the config's graph (0), or its own radius graph capped
-    at ``max_neighbors`` without the ``union`` members, so the degree is the cap's."""
-    graph = dict(config_graph)
-    if max_neighbors < 0:
-        raise ValueError(f"--max-neighbors must be >= 0, got {max_neighbors}")
-    if max_neighbors:
-        graph["max_num_neighbors"] = int(max_neighbors)
-        graph.pop("union", None)
-    return graph
-
-
-def parse_caps(text: str) -> list[int]:
-    """``--max-neighbors`` list: 0 = the config's graph, k > 0 = capped at k neighbours."""
-    try:
-        caps = [int(c) for c in str(text).split(",") if c.strip()]
-    except ValueError:
-        raise ValueError(f"--max-neighbors must be a comma list of integers, got {text!r}") from None
-    if not caps or min(caps) < 0:
-        raise ValueError(f"--max-neighbors must list integers >= 0, got {text!r}")
-    return caps
-
-
-def graph_label(cap: int) -> str:
-    return "config" if cap == 0 else f"k{cap}"
-
-
-def parse_modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"unknown mode(s) {bad or text!r}; choose from {MODES}")
-    return modes
-
-
-def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(float(s)) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--hits must be a comma list of hit counts, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--hits must list positive hit counts, got {text!r}")
-    return sizes
-
-
-def mode_flags(mode: str) -> tuple[bool, bool]:
-    """(bf16, compile) of a mode name."""
-    return mode.startswith("bf16"), mode.endswith("+compile")
-
-
-# --------------------------------------------------------------------------- events
-def simulator_for(simulator: dict, particles: int):
-    from gnn_jepa.data.simulator import Simulator
-
-    kw = {k: v for k, v in simulator.items() if k not in ("preset", "num_particles")}
-    # An exact particle count (no Poisson draw): a size is then the same in every run.
-    kw.update(num_particles=int(particles), poisson=False)
-    return Simulator.from_preset(simulator.get("preset", "trackml"), **kw)
-
-
-def hits_per_particle(simulator: dict, seed: int, particles: int = 500) -> float:
-    """Mean hits per particle (noise included) of one calibration event."""
-    ev = simulator_for(simulator, particles).simulate(seed=seed, event_id=0)
-    return len(ev.hits) / particles
-
-
-def simulate_data(simulator: dict, particles: int, seed: int):
-    """One simulated event as PyG Data (no graph yet)."""
-    from gnn_jepa.data.convert import event_to_data
-
-    return event_to_data(simulator_for(simulator, particles).simulate(seed=seed, event_id=seed))
-
-
-def make_graph(data, graph: dict, device: torch.device):
-    """The event on ``device`` with its graph (BuildGraph runs on ``device``)."""
-    from gnn_jepa.graph.transform import BuildGraph
-
-    return BuildGraph(**graph)(data.clone().to(device))
-
-
-def make_events(simulator: dict, targets: list[int], seed: int, graph: dict,
-                device: torch.device) -> Iterable[tuple[int, int, Any]]:
-    """Yield (target hits, particles, event Data with graph on device) for each target."""
-    hpp = hits_per_particle(simulator, seed)
-    for target in targets:
-        particles = max(1, round(target / hpp))
-        data = simulate_data(simulator, particles, seed)
-        yield target, particles, make_graph(data, graph, device)
-
-
-def as_batch(data):
-    """A one-event PyG Batch (``batch``, ``num_graphs``), like the DataLoader yields."""
-    from torch_geometric.data import Batch
-
-    return Batch.from_data_list([data])
-
-
-# --------------------------------------------------------------------------- measuring
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _proc_status_kib(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_rss_peak() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
-class PeakMemory:
-    """Peak memory over a timed section.
-
-    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats`` (everything live counts).
-    CPU: the peak resident set size (VmHWM) after resetting it, since tracemalloc does not
-    see torch's allocations. ``step_mib`` is the peak minus the level at ``start``.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.base: Optional[float] = None
-        self.ok = True
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device) / 2**20
-        else:
-            self.ok = _reset_rss_peak()
-            rss = _proc_status_kib("VmRSS")
-            self.base = None if rss is None else rss / 1024
-
-    def stop(self) -> dict:
-        if self.device.type == "cuda":
-            sync(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-            return {"peak_mib": round(peak, 1), "step_mib": round(peak - self.base, 1),
-                    "memory_kind": "cuda_max_memory_allocated"}
-        hwm = _proc_status_kib("VmHWM")
-        if not self.ok or hwm is None or self.base is None:
-            return {"peak_mib": None, "step_mib": None, "memory_kind": "unavailable"}
-        return {"peak_mib": round(hwm / 1024, 1), "step_mib": round(hwm / 1024 - self.base, 1),
-                "memory_kind": "cpu_peak_rss"}
-
-
-def time_calls(fn: Callable[[int], Any], device: torch.device, warmup: int, steps: int,
-               after_warmup: Optional[Callable[[], None]] = None
-               ) -> tuple[list[float], list[float], dict]:
-    """Run ``fn(i)`` ``warmup`` then ``steps`` times; wall seconds of each (synchronised).
-    ``after_warmup`` is called between the two (untimed).
-
-    Returns:
-        (warmup times, timed times, memory dict of the timed calls).
-    """
-    warm, timed = [], []
-    for i in range(warmup):
-        sync(device)
-        t0 = time.perf_counter()
-        fn(i)
-        sync(device)
-        warm.append(time.perf_counter() - t0)
-    if after_warmup is not None:
-        after_warmup()
-    mem = PeakMemory(device)
-    mem.start()
-    for i in range(warmup, warmup + steps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn(i)
-        sync(device)
-        timed.append(time.perf_counter() - t0)
-    return warm, timed, mem.stop()
-
-
-def ms_summary(times: list[float]) -> dict:
-    if not times:
-        return {"ms_median": None, "ms_min": None, "ms_mean": None}
-    return {"ms_median": round(statistics.median(times) * 1e3, 3),
-            "ms_min": round(min(times) * 1e3, 3),
-            "ms_mean": round(statistics.fmean(times) * 1e3, 3)}
-
-
-def count_host_syncs(fn: Callable[[], Any], device: torch.device) -> Optional[int]:
-    """Number of host-device synchronisations in one call of ``fn`` (CUDA only, else None).
-
-    Uses ``torch.cuda.set_sync_debug_mode("warn")``, which warns at every synchronising
-    op (``.item()``, ``bool(tensor)``, ``nonzero``, copies to the host...).
-    """
-    if device.type != "cuda":
-        return None
-    sync(device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message).lower() for w in caught)
-
-
-def dynamo_graph_count() -> Optional[int]:
-    """Graphs compiled by torch.compile so far in this process (None if unknown)."""
-    try:
-        from torch._dynamo.utils import counters
-    except ImportError:  # pragma: no cover - very old torch
-        return None
-    return int(counters["stats"].get("unique_graphs", 0))
-
-
+# --------------------------------------------------------------------------- scaling
 def fit_exponent(x: list[float], y: list[float]) -> Optional[float]:
     """Least-squares slope of log y on log x (y ~ x^a); None with < 2 usable points."""
     pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
@@ -351,105 +94,11 @@ def scaling(rows: list[dict], fit_from: int, time_key: str = "ms_median",
     return out
 
 
-def environment(device: torch.device) -> dict:
-    env = {"host": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
-           "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "device": str(device),
-           "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-    try:
-        import torch_geometric
-
-        env["torch_geometric"] = torch_geometric.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    if device.type == "cuda":
-        env["cuda_device"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    return env
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but torch.cuda.is_available() is False")
-    return device
-
-
-def write_doc(doc: dict, out: Optional[str]) -> None:
-    """Atomically (re)write the JSON document to ``out`` (if given)."""
-    if not out:
-        return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def error_row(exc: BaseException) -> dict:
-    return {"error": f"{type(exc).__name__}: {exc}"[:800],
-            "traceback_tail": traceback.format_exc().splitlines()[-6:]}
-
-
-def free_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 # --------------------------------------------------------------------------- the step
-def make_model(model_args: dict, device: torch.device, total_steps: int = 1000):
-    """JEPAPretraining with its optimizer and scheduler, as ``configure_optimizers`` makes them."""
-    from gnn_jepa.models import JEPAPretraining
-
-    args = dict(model_args)
-    args["total_steps"] = args.get("total_steps") or total_steps  # no Trainer to ask
-    model = JEPAPretraining(**args).to(device).train()
-    conf = model.configure_optimizers()
-    return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
-
-
 def compile_encoders(model, dynamic: Optional[bool]) -> None:
     """torch.compile the context and target encoders in place (parameters unchanged)."""
     model.context_encoder.compile(dynamic=dynamic)
     model.target_encoder.compile(dynamic=dynamic)
-
-
-PHASES = ("masks", "forward", "backward", "optimizer", "ema")
-
-
-def jepa_step(model, optimizer, scheduler, batch, step: int, *, bf16: bool,
-              clip: Optional[float], tick: Optional[Callable[[], None]] = None) -> torch.Tensor:
-    """One JEPA optimisation step (module docstring); returns the detached loss.
-
-    ``tick``, when given, is called at the start and after each of :data:`PHASES` (masks,
-    forward, backward, clip + optimizer + scheduler, EMA): the phase breakdown.
-    """
-    tick = tick or (lambda: None)
-    dev = batch.pos.device
-    tick()
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        masks = model.masker(batch, model.mask_generator(step))
-        tick()
-        out = model.jepa_forward(batch, masks)
-    tick()
-    loss = out["loss"]
-    loss.backward()
-    tick()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    tick()
-    model.ema_update(step)
-    tick()
-    return loss.detach()
 
 
 def phase_breakdown(step_fn: Callable[[int, Callable[[], None]], Any], device: torch.device,
@@ -477,7 +126,7 @@ def bench_train(batch, model_args: dict, mode: str, device: torch.device, *, war
     """Time ``steps`` JEPA steps of one mode on one event batch."""
     bf16, compiled = mode_flags(mode)
     torch.manual_seed(0)
-    model, opt, sched = make_model(model_args, device)
+    model, opt, sched = make_jepa(model_args, device)
     if compiled:
         compile_encoders(model, dynamic)
     graphs0 = dynamo_graph_count()
@@ -546,10 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         [("bf16" if args.bf16 else "fp32") + ("+compile" if args.compile else "")]
     sizes = parse_sizes(args.hits or DEFAULT_SIZES["cuda" if device.type == "cuda" else "cpu"])
     cfg = load_config(args.config)
-    model_args = dict(cfg["model"])
-    for key in ("d_model", "n_layers", "heads", "d_embedding"):
-        if getattr(args, key) is not None:
-            model_args[key] = getattr(args, key)
+    model_args = override_encoder(cfg["model"], d_model=args.d_model, n_layers=args.n_layers,
+                                  heads=args.heads, d_embedding=args.d_embedding)
     graphs = {graph_label(c): bench_graph(cfg["graph"], c) for c in parse_caps(args.max_neighbors)}
     clip = cfg["gradient_clip_val"]
     doc = {"benchmark": "train_step", "env": environment(device),

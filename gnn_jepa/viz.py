@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gnn_jepa.masks import REGION_PARAM_COLUMNS, RegionMasks
+from gnn_jepa.tracking.metrics import match_tracks
 
 __all__ = ["particle_colors", "plot_event_xy", "plot_event_rz", "plot_graph_edges",
            "plot_regions", "region_hit_counts", "plot_embeddings_pca", "plot_tracks",
@@ -549,8 +550,6 @@ def plot_tracks(data, track_id: Any, ax=None, view: str = "xy", *, min_track_hit
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
-    from gnn_jepa.tracking.metrics import match_tracks
-
     what = "plot_tracks"
     _check_view(view, what)
     pos = _positions(data, what)
@@ -636,7 +635,7 @@ def plot_efficiency(summary_rows: Sequence[Mapping[str, Any]] | Mapping[str, Any
     Args:
         summary_rows: rows of :func:`gnn_jepa.tracking.metrics.efficiency_table` (``lo``,
             ``hi``, ``n``, ``efficiency``, optional ``error``), or a
-            :func:`gnn_jepa.tracking.report.summarize_events` summary (its
+            :func:`gnn_jepa.evaluation.report.summarize_events` summary (its
             ``efficiency_vs_<by>`` rows are used). Bins without particles are left out; a
             missing ``error`` is ``sqrt(eff (1 - eff) / n)``.
         ax: axes or None. Call again on the same axes with another ``label`` to compare runs.

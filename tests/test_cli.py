@@ -1,4 +1,4 @@
-"""Every YAML in configs/ (and benchmarks/configs/) runs through the real CLI for a couple of
+"""Every YAML in configs/ (and studies/*/configs/) runs through the real CLI for a couple of
 steps on CPU, tiny data."""
 import csv
 import glob
@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def configs(kind: str) -> list[str]:
-    """The ``kind`` ("pretrain"/"finetune") configs: configs/<kind>/ and benchmarks/configs/*_<kind>."""
-    paths = [*(ROOT / "configs" / kind).glob("*.yaml"), *(ROOT / "benchmarks/configs").glob(f"*_{kind}.yaml")]
+    """The ``kind`` ("pretrain"/"finetune") configs: configs/<kind>/ and studies/*/configs/*_<kind>."""
+    paths = [*(ROOT / "configs" / kind).glob("*.yaml"), *ROOT.glob(f"studies/*/configs/*_{kind}.yaml")]
+    assert any("studies" in str(p) for p in paths), "no study config found: did the layout move?"
     return sorted(str(p.relative_to(ROOT)) for p in paths)
 
 
@@ -33,8 +34,8 @@ def tiny_trainer(tmp_path, steps=2, logger=True):
 
 def pretrain(tmp_path, config="configs/pretrain/trackml_small.yaml", extra=(), logger=True, after=()):
     main(["fit", "--config", str(ROOT / config), *extra, *tiny_trainer(tmp_path, logger=logger), *TINY_DATA,
-          "--model.init_args.d_model", "16", "--model.init_args.d_embedding", "8",
-          "--model.init_args.n_layers", "1", "--model.init_args.d_predictor", "16", *after])
+          "--model.init_args.encoder.d_model", "16", "--model.init_args.encoder.d_embedding", "8",
+          "--model.init_args.encoder.n_layers", "1", "--model.init_args.predictor.d_model", "16", *after])
     ckpts = glob.glob(str(tmp_path / "**" / "last.ckpt"), recursive=True)
     assert ckpts, "fit wrote no last.ckpt"
     return ckpts[0]
@@ -54,17 +55,23 @@ def test_pretrain_configs_run(tmp_path, config):
 
 
 @pytest.mark.parametrize("config", configs("finetune"))
-def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config):
+def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config, capsys):
     # a benchmark finetune config is paired with its pretrain config (same hit features)
     partner = config.replace("_finetune.yaml", "_pretrain.yaml")
     paired = partner != config and (ROOT / partner).is_file()
     ck = pretrain(tmp_path / "pre", **({"config": partner} if paired else {}))
-    enc = ["--model.d_model", "16", "--model.d_embedding", "8", "--model.n_layers", "1", "--model.heads", "4"]
+    enc = ["--model.encoder.d_model", "16", "--model.encoder.d_embedding", "8",
+           "--model.encoder.n_layers", "1", "--model.encoder.heads", "4"]
     main(["fit", "--config", str(ROOT / config), "--model.pretrained", ck, *enc,
           *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
     ft = glob.glob(str(tmp_path / "ft" / "**" / "last.ckpt"), recursive=True)[0]
+    capsys.readouterr()
     main(["test", "--config", str(ROOT / config), "--model.pretrained", ck, *enc, "--ckpt_path", ft,
           "--model.output_dir", str(tmp_path / "out"), *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
+    printed = capsys.readouterr().out
+    # one metrics table (the report's), not Lightning's second one
+    assert printed.count("dm_efficiency") == 1, printed
+    assert "test/trackml_score" not in printed
     import json
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     m = summary["metrics"]
@@ -98,6 +105,13 @@ def test_print_config_and_unknown_key(capsys, tmp_path):
         main(["fit", "--config", str(bad)])
     assert e.value.code != 0
     assert "d_modle" in capsys.readouterr().err
+    # a mistyped key inside a nested block is named with its path
+    bad.write_text("model:\n  class_path: gnn_jepa.models.JEPAPretraining\n  init_args:\n"
+                   "    encoder: {d_modle: 3}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(bad)])
+    assert e.value.code != 0
+    assert "d_modle" in capsys.readouterr().err
 
 
 def test_simulate_subcommand_writes_trackml_csv(tmp_path):
@@ -108,3 +122,63 @@ def test_simulate_subcommand_writes_trackml_csv(tmp_path):
     assert len(events) == 2
     ev = read_event(events[0])
     assert len(ev.hits) > 0 and set(ev.truth["hit_id"]) == set(ev.hits["hit_id"])
+
+
+def test_front_door_lists_every_command_and_each_has_its_help(capsys):
+    from gnn_jepa.cli import COMMANDS
+
+    for argv in ([], ["--help"], ["-h"]):
+        main(argv)
+        out = capsys.readouterr().out
+        for name, (summary, _) in COMMANDS.items():
+            assert f"  {name}" in out and summary in out
+    assert {"fit", "validate", "test", "predict", "simulate"} <= set(COMMANDS)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert "usage:" in capsys.readouterr().out.lower()
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'pretrain'" in err and "simulate" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--num-events", "-3"], "--num-events: must be >= 1, got -3"),
+    (["--num-particles", "0"], "--num-particles: must be >= 1, got 0"),
+    (["--first-event", "-5"], "--first-event: must be >= 0, got -5"),
+    (["--seed", "x"], "--seed: expected an integer, got 'x'"),
+])
+def test_simulate_validates_its_arguments(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--out", str(tmp_path / "sim"), *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()
+
+
+def test_one_event_numbering_everywhere(tmp_path):
+    """``gnn-jepa simulate --seed s``, ``Simulator.simulate_many(seed=s)`` and the dataset source
+    with ``seed: s`` give the same events."""
+    import pandas as pd
+
+    from gnn_jepa.data.dataset import EventSource
+    from gnn_jepa.data.simulator import Simulator
+    from gnn_jepa.data.trackml import list_events, read_event
+
+    main(["simulate", "--preset", "toy2d", "--num-events", "3", "--num-particles", "15",
+          "--seed", "5", "--first-event", "0", "--out", str(tmp_path)])
+    written = [read_event(p) for p in list_events(tmp_path)]
+    many = Simulator.from_preset("toy2d", num_particles=15).simulate_many(3, seed=5)
+    source = EventSource("simulate", simulator={"preset": "toy2d", "num_particles": 15}, seed=5)
+    for i in range(3):
+        ref = many[i].hits[["hit_id", "x", "y", "z"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(source.event(i).hits[["hit_id", "x", "y", "z"]]
+                                      .reset_index(drop=True), ref, check_exact=True)
+        # the CSV round trip keeps the values (written with full precision)
+        pd.testing.assert_frame_equal(written[i].hits[["hit_id", "x", "y", "z"]].reset_index(drop=True),
+                                      ref, check_dtype=False, check_exact=True)
+    assert not many[0].hits.equals(many[1].hits)
+

@@ -17,18 +17,20 @@ import torch
 
 from gnn_jepa.cli import CheckpointMismatchError, main
 from gnn_jepa.data import trackml
-from gnn_jepa.data.datamodule import EventDataModule
+from gnn_jepa.datamodule import EventDataModule
 from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource, atomic_torch_save
 from gnn_jepa.data.event import Event
 from gnn_jepa.data.simulator import Simulator
 from gnn_jepa.data.trackml import TrackMLFormatError, write_event
 from gnn_jepa.models import JEPAPretraining
-from gnn_jepa.models.track_finding import PretrainedLoadError, TrackFinding
+from gnn_jepa.models.checkpoints import PretrainedLoadError
+from gnn_jepa.models.track_finding import TrackFinding
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_EVENTS = 3
 GRAPH = {"kind": "eta_phi", "radius": 0.05, "w_r": 0.0}
-TINY_MODEL = dict(d_model=16, d_embedding=8, n_layers=1, heads=2, d_predictor=16, predictor_layers=1)
+TINY_ENCODER = dict(d_model=16, d_embedding=8, n_layers=1, heads=2)
+TINY_MODEL = dict(encoder=TINY_ENCODER, predictor={"d_model": 16, "layers": 1})
 
 
 def simulate(n_particles: int, event_id: int) -> Event:
@@ -247,17 +249,16 @@ def _jepa_checkpoint(path: Path, cli: bool = True, **hp) -> Path:
 
 def test_pretrained_checkpoint_of_another_config_is_refused(tmp_path):
     ck = _jepa_checkpoint(tmp_path / "jepa_d16.ckpt")
-    enc = {k: TINY_MODEL[k] for k in ("d_embedding", "n_layers", "heads")}
     with pytest.raises(PretrainedLoadError) as err:
-        TrackFinding(d_model=32, pretrained=str(ck), **enc)
+        TrackFinding(encoder={**TINY_ENCODER, "d_model": 32}, pretrained=str(ck))
     msg = str(err.value)
     assert str(ck) in msg and "'d_model': (16, 32)" in msg
-    ok = TrackFinding(d_model=16, pretrained=str(ck), **enc)  # the matching config loads
+    ok = TrackFinding(encoder=TINY_ENCODER, pretrained=str(ck))  # the matching config loads
     sd = torch.load(ck, weights_only=False)["state_dict"]
     assert torch.equal(ok.encoder.input_proj.weight, sd["target_encoder.input_proj.weight"])
     with pytest.raises(PretrainedLoadError, match="no 'target_encoder.\\*' weights"):
         torch.save({"state_dict": {"head.w": torch.zeros(1)}}, tmp_path / "other.ckpt")
-        TrackFinding(d_model=16, pretrained=str(tmp_path / "other.ckpt"), **enc)
+        TrackFinding(encoder=TINY_ENCODER, pretrained=str(tmp_path / "other.ckpt"))
 
 
 @pytest.mark.parametrize("ckpt", ["file", "plain_trainer_file", "last"])
@@ -272,15 +273,16 @@ def test_fit_ckpt_path_of_another_config_is_refused_before_training(tmp_path, ck
             "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.max_steps", "1",
             "--trainer.default_root_dir", str(tmp_path), "--data.cache_dir", str(tmp_path / "cache"),
             "--ckpt_path", "last" if ckpt == "last" else str(ck)]
-    small = [f"--model.init_args.{k}={v}" for k, v in TINY_MODEL.items() if k != "d_model"]
+    small = [f"--model.init_args.encoder.{k}={v}" for k, v in TINY_ENCODER.items() if k != "d_model"]
+    small += ["--model.init_args.predictor.d_model=16", "--model.init_args.predictor.layers=1"]
     with pytest.raises(CheckpointMismatchError) as err:
-        main([*args, *small, "--model.init_args.d_model", "32"])
+        main([*args, *small, "--model.init_args.encoder.d_model", "32"])
     msg = str(err.value)
     assert str(ck) in msg
     if ckpt == "file":
-        assert "d_model: 16 vs 32" in msg
+        assert "encoder.d_model: 16 vs 32" in msg
     else:
-        assert "'d_model': (16, 32)" in msg and "context_encoder.input_proj.weight" in msg
+        assert "'encoder.d_model': (16, 32)" in msg and "context_encoder.input_proj.weight" in msg
     assert not (tmp_path / "cache").exists()  # refused before any data was prepared
 
 

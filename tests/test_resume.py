@@ -8,7 +8,7 @@ epoch), 14 steps, ``ModelCheckpoint(every_n_train_steps=4, save_last=True)``:
 * A runs 14 steps uninterrupted (in parallel with the chain below);
 * B pauses before step 5 -- checkpoint of step 4, *mid-epoch*, already written -- and gets SIGKILL;
 * C = ``--ckpt_path last`` from B, pauses before step 8 and gets SIGTERM: the step in flight
-  finishes and :class:`gnn_jepa.cli.SigtermCheckpoint` saves step 9 (the *end* of an epoch)
+  finishes and :class:`gnn_jepa.models.checkpoints.SigtermCheckpoint` saves step 9 (the *end* of an epoch)
   before the process exits with 143;
 * E = ``--ckpt_path last`` from C runs to step 14.
 
@@ -103,8 +103,9 @@ def write_config(tmp: Path, name: str, pause: int | None = None) -> Path:
         cbs.append({"class_path": "test_resume.Pause",
                     "init_args": {"at": pause, "ready": str(run / "ready")}})
     tr["callbacks"] = cbs
-    cfg["model"]["init_args"].update(d_model=16, d_embedding=8, n_layers=1, d_predictor=16,
-                                     predictor_layers=1, warmup_steps=3, probe_events=1)
+    cfg["model"]["init_args"].update(encoder={"d_model": 16, "d_embedding": 8, "n_layers": 1},
+                                     predictor={"d_model": 16, "layers": 1},
+                                     optim={"warmup_steps": 3}, probe_events=1)
     cfg["data"].update(simulator={"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]},
                        num_train=NUM_TRAIN, num_val=1, num_test=1, batch_size=BATCH,
                        cache_dir=str(tmp / "cache"))
@@ -217,7 +218,7 @@ class ToyData(pl.LightningDataModule):
         self.events = [Data(x=torch.randn(5, 3, generator=g), event_id=torch.tensor([i])) for i in range(7)]
 
     def train_dataloader(self):
-        from gnn_jepa.data.datamodule import ResumableLoader, ResumableSampler
+        from gnn_jepa.datamodule import ResumableLoader, ResumableSampler
         return ResumableLoader(self.events, ResumableSampler(self.events, seed=1), batch_size=2)
 
     def val_dataloader(self):
@@ -228,7 +229,7 @@ class ToyData(pl.LightningDataModule):
 def toy_fit(root: Path, kill=None, ckpt_path=None, extra_callbacks=(), val: str = "epoch",
             data: pl.LightningDataModule | None = None) -> ToyModule:
     """10 steps; validation at every epoch end (``val="epoch"``) or at step 6 (``"step"``, mid-epoch)."""
-    from gnn_jepa.cli import SigtermCheckpoint
+    from gnn_jepa.models.checkpoints import SigtermCheckpoint
     pl.seed_everything(0)
     data = ToyData() if data is None else data
     model = ToyModule(kill, d_in=int(next(iter(data.train_dataloader())).x.shape[1]))
@@ -290,7 +291,7 @@ def test_model_checkpoint_resume_keeps_data_order(tmp_path, where):
 
 def test_on_the_fly_stream_resumes_where_it_stopped(tmp_path):
     """The endless simulated stream goes on after the trained events instead of starting over."""
-    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.datamodule import EventDataModule
 
     def data():
         return EventDataModule(simulator={"preset": "trackml", "num_particles": 5}, on_the_fly=True,
@@ -316,12 +317,12 @@ def test_step_checkpoint_holds_the_steps_ema_update(tmp_path):
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from gnn_jepa.data.datamodule import EventDataModule
+    from gnn_jepa.datamodule import EventDataModule
     from gnn_jepa.models import JEPAPretraining
 
     pl.seed_everything(0)
-    model = JEPAPretraining(d_model=16, d_embedding=8, n_layers=1, heads=2, d_predictor=16, predictor_layers=1,
-                            warmup_steps=1)
+    model = JEPAPretraining(encoder={"d_model": 16, "d_embedding": 8, "n_layers": 1, "heads": 2},
+                            predictor={"d_model": 16, "layers": 1}, optim={"warmup_steps": 1})
     data = EventDataModule(simulator={"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]},
                            num_train=2, num_val=1, num_test=1, batch_size=1, cache_dir=None,
                            graph={"kind": "eta_phi", "radius": 0.05, "w_r": 0.0})

@@ -23,7 +23,8 @@ from gnn_jepa.data.simulator import Simulator  # noqa: E402
 from gnn_jepa.graph.transform import BuildGraph  # noqa: E402
 from gnn_jepa.masks import RegionMasker  # noqa: E402
 from gnn_jepa.tracking.metrics import efficiency_table  # noqa: E402
-from gnn_jepa.tracking.report import ETA_BINS, PT_BINS, save_efficiency_plots  # noqa: E402
+from gnn_jepa.evaluation.report import save_efficiency_plots  # noqa: E402
+from gnn_jepa.tracking.metrics import ETA_BINS, PT_BINS  # noqa: E402
 
 MIN_PNG_BYTES = 8_000  # an empty 640x480 axes is ~5 kB; real plots are 30-500 kB
 

@@ -18,12 +18,8 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torch_geometric.data import Data
 
 from gnn_jepa.data.convert import DEFAULT_FEATURES, event_to_data
-
-
-def event_seed(seed: int, index: int) -> int:
-    """Seed of simulated event ``index`` in the stream ``seed`` (stable across runs/platforms)."""
-    digest = hashlib.sha256(f"{int(seed)}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+from gnn_jepa.data.simulator import Simulator, event_seed
+from gnn_jepa.data.trackml import list_events, read_event
 
 
 def config_hash(config: dict) -> str:
@@ -97,7 +93,6 @@ class EventSource:
     @property
     def simulator(self):
         if self._simulator is None:
-            from gnn_jepa.data.simulator import Simulator
             kw = dict(self.simulator_kwargs)
             preset = kw.pop("preset", "trackml")
             self._simulator = Simulator.from_preset(preset, **kw)
@@ -105,7 +100,6 @@ class EventSource:
 
     def prefixes(self) -> list[Path]:
         if self._prefixes is None:
-            from gnn_jepa.data.trackml import list_events
             self._prefixes = list(list_events(self.data_dir))
         return self._prefixes
 
@@ -116,7 +110,6 @@ class EventSource:
         """The event with global index ``index``."""
         if self.kind == "simulate":
             return self.simulator.simulate(seed=event_seed(self.seed, index), event_id=index)
-        from gnn_jepa.data.trackml import read_event
         prefixes = self.prefixes()
         if index >= len(prefixes):
             raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} events")

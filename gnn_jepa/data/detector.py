@@ -109,7 +109,8 @@ class SurfaceTable:
         return len(self.kind)
 
 
-_PRESETS = ("trackml", "toy2d")
+#: The detector presets by name.
+PRESETS = ("trackml", "toy2d")
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ class DetectorGeometry:
             return trackml_geometry()
         if name == "toy2d":
             return toy2d_geometry()
-        raise ValueError(f"unknown detector preset {name!r}; choose from {list(_PRESETS)}")
+        raise ValueError(f"unknown detector preset {name!r}; choose from {list(PRESETS)}")
 
 
 #: TrackML-like barrel: (radii, half-length, volume_id, x/X0, module width, module length).

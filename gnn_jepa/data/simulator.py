@@ -24,7 +24,7 @@ and works surface by surface, so numpy's inner loops run over particles. Without
 scattering each helix is intersected with all surfaces in one pass; with scattering a
 step loop finds each particle's next crossing by trying surfaces in radius / z order
 (a few candidates per particle instead of all of them). The TrackML row order comes from
-one ``np.sort`` of packed int64 keys. See ``benchmarks/simulate.py``.
+one ``np.sort`` of packed int64 keys. See ``python -m benchmarks.simulate``.
 
 Reproducibility: everything random is drawn from one ``numpy.random.Generator`` (PCG64)
 seeded with the event seed, in a fixed order (fixed chunk sizes included), so the same
@@ -34,16 +34,17 @@ functions may differ in the last bit between CPU instruction sets).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from gnn_jepa.data.detector import CYLINDER, DISK, DetectorGeometry, pseudo_angle
+from gnn_jepa.data.detector import CYLINDER, DISK, PRESETS, DetectorGeometry, pseudo_angle
 from gnn_jepa.data.event import Event
+from gnn_jepa.data.weights import MIN_HITS, order_weights, pt_weight
 from gnn_jepa.geometry import PT_TO_RADIUS
-from gnn_jepa.tracking.weights import MIN_HITS, order_weights, pt_weight
 
 #: Mass used for the velocity in the Highland formula (charged pion), GeV.
 PION_MASS = 0.13957
@@ -922,14 +923,17 @@ def _empty_crossings() -> Crossings:
 
 
 def event_seed(seed: int, index: int) -> int:
-    """The seed of event ``index`` in a run seeded with ``seed`` (used by ``simulate_many``).
+    """The seed of event ``index`` in the stream ``seed``: the one event numbering of the project.
 
-    Derived with :class:`numpy.random.SeedSequence`, so neighbouring run seeds and indices
-    give independent streams.
+    ``Simulator.simulate_many(seed=s)``, ``gnn-jepa simulate --seed s`` and the datasets
+    (``data: {seed: s}``) all simulate event ``i`` with ``event_seed(s, i)``, so they give the
+    same events. The first 4 bytes of SHA-256 of ``"seed:index"``: stable across runs,
+    platforms and numpy versions; neighbouring seeds and indices give unrelated streams.
     """
     if seed < 0 or index < 0:
         raise ValueError(f"event_seed: seed and index must be >= 0, got {seed}, {index}")
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+    digest = hashlib.sha256(f"{int(seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 class _HitChunk:
@@ -1277,7 +1281,7 @@ class _SortKey:
 
 def _order_table(max_hits: int) -> np.ndarray:
     """``table[n, k]``: TrackML order weight of hit ``k`` of a particle with ``n`` hits
-    (:func:`gnn_jepa.tracking.weights.order_weights`; zero below ``MIN_HITS`` hits)."""
+    (:func:`gnn_jepa.data.weights.order_weights`; zero below ``MIN_HITS`` hits)."""
     table = np.zeros((max_hits + 1, max(max_hits, 1)))
     for n in range(MIN_HITS, max_hits + 1):
         table[n, :n] = order_weights(n)

@@ -9,11 +9,13 @@ from torch_geometric.utils import coalesce
 
 from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
+from gnn_jepa.graph.metric_learning import LearnedFrame
+from gnn_jepa.graph.pair_filter import LayerPairFilter
 from gnn_jepa.graph.radius import radius_graph
 
 __all__ = ["BuildGraph", "DEFAULT_GRAPH", "union_edges"]
 
-#: Default graph, from radius scans (``python -m gnn_jepa.graph.report``) on the simulator's
+#: Default graph, from radius scans (``python -m gnn_jepa.evaluation.graph_scan``) on the simulator's
 #: trackml preset. (0.1 eta, phi, 2e-4 r[mm]) beat every cylindrical and eta_phi weighting
 #: tried: eta barely counts because the vertex spread (55 mm in z) makes the first
 #: segments long in eta. At 1,000 particles (~9.3k hits) radius 0.09 keeps 99.2% of the
@@ -73,8 +75,6 @@ class BuildGraph(BaseTransform):
             if embedding is None:
                 raise ValueError("BuildGraph(kind='learned'): needs embedding=<path of a saved "
                                  "HitEmbedding>")
-            # Imported here: the learned frame is optional and pulls in torch.nn training code.
-            from gnn_jepa.graph.metric_learning import LearnedFrame
             self.frame = LearnedFrame(embedding)
         else:
             if embedding is not None:
@@ -89,7 +89,6 @@ class BuildGraph(BaseTransform):
         self.backend = backend
         self.pair_filter = None
         if pair_filter is not None:
-            from gnn_jepa.graph.pair_filter import LayerPairFilter
             self.pair_filter = LayerPairFilter.load(pair_filter)
         if isinstance(union, dict):
             union = [union]

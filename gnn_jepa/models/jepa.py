@@ -7,7 +7,7 @@ One step (all K targets of every event in one pass):
 2. the context encoder embeds the context subgraph (edges with both ends in the context);
 3. the EMA target encoder (no grad) embeds the full event or only the target regions'
    subgraphs (``target_scope``); its outputs are layer-normed and averaged over the cells of a
-   fixed grid tiling each target region (``query="cell"``), or kept per hit (``query="hit"``);
+   fixed grid tiling each target region;
 4. the predictor maps context embeddings + one query per cell to predicted cell embeddings;
 5. loss = smooth L1(prediction, target) over occupied cells (or all cells, the empty ones
    aiming at a zero vector) + an anti-collapse term on the context embeddings.
@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import asdict
 from typing import Optional
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.utils import scatter, subgraph
 
+from gnn_jepa.config import merge_config
 from gnn_jepa.geometry import cylindrical
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker, assign_cells, tile_regions
-from gnn_jepa.models.schedules import cosine_ramp, warmup_cosine
-from gnn_jepa.nn.encoder import GraphTransformerEncoder
+from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
+from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.losses import AntiCollapse
 from gnn_jepa.nn.monitors import ap_at_k, edge_probe_auc, embedding_std, rankme
-from gnn_jepa.nn.predictor import CellPredictor, position_features
-
-ENCODER_ARGS = ("d_input", "d_model", "d_embedding", "n_layers", "heads", "dropout", "d_edge", "attention")
+from gnn_jepa.nn.predictor import PredictorConfig, position_features
 
 
 #: Reference predictors the JEPA loss is compared with (see :func:`reference_losses`).
@@ -64,92 +64,61 @@ class JEPAPretraining(pl.LightningModule):
     """Self-supervised JEPA pretraining of a graph-transformer hit encoder.
 
     Args:
-        d_input, d_model, d_embedding, n_layers, heads, dropout, d_edge, attention: the
-            encoder (:class:`~gnn_jepa.nn.encoder.GraphTransformerEncoder`).
-        d_predictor, predictor_layers, predictor_heads, predictor_knn, predictor_knn_r_scale,
-            predictor_conv: the predictor (:class:`~gnn_jepa.nn.predictor.CellPredictor`;
-            ``predictor_conv`` is its ``conv``).
+        encoder: the context encoder (:class:`~gnn_jepa.nn.encoder.EncoderConfig`); the
+            EMA target encoder is its copy.
+        predictor: the predictor (:class:`~gnn_jepa.nn.predictor.PredictorConfig`).
         masker: keyword arguments of :class:`~gnn_jepa.masks.RegionMasker`.
-        cell_phi, cell_eta, cell_r: the grid of cells tiling each target region (1, 1, 1 is the
-            original Particle-JEPA's one embedding per region).
-        query: ``"cell"`` (default, queries know only cell centres) or ``"hit"`` (one query per
-            target hit carrying the hit's own coordinates; a comparison variant).
-        query_pairs: link the queries of one region in the predictor. Default (None): for cell
-            queries only; hit queries linked to each other would each see where the region's
-            other masked hits are.
+        cells: ``(n_phi, n_eta, n_r)``, the grid of cells tiling each target region
+            (``(1, 1, 1)`` is the original Particle-JEPA's one embedding per region).
         target_scope: ``"regions"`` (target encoder sees only the target regions' subgraphs) or
             ``"full"`` (the whole event graph, I-JEPA style).
-        score_empty_cells: score all cells, empty ones against a zero target.
+        score_empty_cells: score all cells, empty ones against a zero target (else occupied
+            cells only).
         loss_beta: smooth L1 beta.
-        occupancy_weight: > 0 adds an output per cell query that predicts ``log(1 + hits in the
-            cell)``, trained with smooth L1 at this weight (cell queries only). Per-hit
-            layer-normed targets make occupancy a small part of the JEPA loss (see
-            :func:`reference_losses`); this term makes "where do the tracks go" explicit.
-        anti_collapse, anti_collapse_weight: ``"vicreg"``, ``"sigreg"`` or ``"none"``.
-        anti_collapse_expander: width of an expander MLP (Linear -> GELU -> Linear) that maps the
-            context embeddings before the anti-collapse term, as VICReg applies its variance and
-            covariance terms to an expander's output, not to the representation. 0 (default):
-            the term acts on the context embeddings themselves. The expander is trained with the
-            predictor and is not part of the encoder that fine-tuning loads.
+        anti_collapse, anti_collapse_weight: ``"vicreg"``, ``"sigreg"`` or ``"none"``, on the
+            context embeddings (:class:`~gnn_jepa.nn.losses.AntiCollapse`).
         ema_momentum: (start, end) of the cosine EMA momentum schedule.
-        encoder_lr, predictor_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and its
-            per-step warmup + cosine schedule over ``total_steps`` (default: the trainer's
-            estimated stepping batches).
+        optim: AdamW learning rates (``head_lr`` for the predictor), weight decay, warmup +
+            cosine schedule (:class:`~gnn_jepa.models.schedules.OptimConfig`).
         mask_seed: seed of the mask stream.
         probe_events: validation events embedded for the frozen-encoder probes.
     """
 
-    def __init__(self, d_input: int = 4, d_model: int = 64, d_embedding: int = 32, n_layers: int = 3,
-                 heads: int = 4, dropout: float = 0.0, d_edge: int = 5, attention: str = "local",
-                 d_predictor: int = 48, predictor_layers: int = 3, predictor_heads: int = 4,
-                 predictor_knn: int = 16, predictor_knn_r_scale: float = 1.0,
-                 predictor_conv: str = "transformer", masker: Optional[dict] = None, cell_phi: int = 4,
-                 cell_eta: int = 4, cell_r: int = 2, query: str = "cell", query_pairs: Optional[bool] = None,
-                 target_scope: str = "regions",
+    def __init__(self, encoder: EncoderConfig = EncoderConfig(),
+                 predictor: PredictorConfig = PredictorConfig(), masker: Optional[dict] = None,
+                 cells: tuple[int, int, int] = (4, 4, 2), target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0,
-                 occupancy_weight: float = 0.0, anti_collapse: str = "vicreg",
-                 anti_collapse_weight: float = 1.0, anti_collapse_expander: int = 0,
-                 ema_momentum: tuple[float, float] = (0.996, 1.0),
-                 encoder_lr: float = 1e-3, predictor_lr: float = 1e-3, weight_decay: float = 0.05,
-                 warmup_steps: int = 20, total_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
+                 anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,
+                 ema_momentum: tuple[float, float] = (0.996, 1.0), optim: OptimConfig = OptimConfig(),
                  mask_seed: int = 0, probe_events: int = 3):
         super().__init__()
-        if query not in ("cell", "hit"):
-            raise ValueError(f"query must be 'cell' or 'hit', got {query!r}")
         if target_scope not in ("regions", "full"):
             raise ValueError(f"target_scope must be 'regions' or 'full', got {target_scope!r}")
-        if occupancy_weight < 0 or (occupancy_weight > 0 and query != "cell"):
-            raise ValueError(f"occupancy_weight={occupancy_weight}: must be >= 0, and > 0 only "
-                             "with query='cell' (a hit query's cell always holds one hit)")
+        cells = tuple(int(c) for c in cells)
+        if len(cells) != 3 or min(cells) < 1:
+            raise ValueError(f"cells must be three counts >= 1 (n_phi, n_eta, n_r), got {cells}")
+        self.encoder_config = EncoderConfig.coerce(encoder)
+        self.predictor_config = merge_config(predictor, PredictorConfig(), "predictor")
+        self.optim = merge_config(optim, OptimConfig(), "optim")
+        self.cells = cells
         self.save_hyperparameters()
-        enc = self.encoder_config()
-        self.context_encoder = GraphTransformerEncoder(**enc)
+        # plain dicts in the checkpoint (readable with weights_only=True, comparable with YAML)
+        self.hparams.update(encoder=self.encoder_config.as_dict(), predictor=asdict(self.predictor_config),
+                            optim=asdict(self.optim), cells=list(cells))
+        self.context_encoder = self.encoder_config.build()
         self.target_encoder = copy.deepcopy(self.context_encoder)
         for p in self.target_encoder.parameters():
             p.requires_grad_(False)
         self.masker = RegionMasker(**{**(masker or {}), "seed": mask_seed})
-        self.predictor = CellPredictor(d_embedding, d_predictor, predictor_layers, predictor_heads,
-                                       d_descriptor=len(DESCRIPTOR_COLUMNS), knn=predictor_knn,
-                                       knn_r_scale=predictor_knn_r_scale,
-                                       extra_outputs=1 if occupancy_weight > 0 else 0,
-                                       query_pairs=(query == "cell") if query_pairs is None else query_pairs,
-                                       conv=predictor_conv)
+        self.predictor = self.predictor_config.build(self.encoder_config.d_embedding,
+                                                     d_descriptor=len(DESCRIPTOR_COLUMNS))
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
-        if anti_collapse_expander < 0:
-            raise ValueError(f"anti_collapse_expander must be >= 0, got {anti_collapse_expander}")
-        self.expander = nn.Sequential(
-            nn.Linear(d_embedding, anti_collapse_expander), nn.GELU(),
-            nn.Linear(anti_collapse_expander, anti_collapse_expander),
-        ) if anti_collapse_expander > 0 else nn.Identity()
         self._probe_cache: list = []
 
     # ------------------------------------------------------------------ set-up helpers
-    def encoder_config(self) -> dict:
-        return {k: self.hparams[k] for k in ENCODER_ARGS}
-
     def total_steps(self) -> int:
-        if self.hparams.total_steps:
-            return int(self.hparams.total_steps)
+        if self.optim.total_steps:
+            return int(self.optim.total_steps)
         try:
             return int(self.trainer.estimated_stepping_batches)
         except Exception:
@@ -184,7 +153,7 @@ class JEPAPretraining(pl.LightningModule):
             else:
                 src, dst = batch.edge_index
                 keep = (tr[src] >= 0) & (tr[src] == tr[dst])
-                t = torch.zeros(n, hp.d_embedding, device=batch.pos.device)
+                t = torch.zeros(n, self.encoder_config.d_embedding, device=batch.pos.device)
                 tmask = tr >= 0
                 ei, ea = subgraph(tmask, batch.edge_index[:, keep],
                                   None if edge_attr is None else edge_attr[keep],
@@ -193,33 +162,21 @@ class JEPAPretraining(pl.LightningModule):
                     t[tmask] = self.target_encoder(batch.x[tmask], ei, ea, batch=bvec[tmask]).to(t.dtype)
             t = F.layer_norm(t.float(), (t.shape[-1],))
 
-        if hp.query == "cell":
-            cells = tile_regions(masks, n_phi=hp.cell_phi, n_eta=hp.cell_eta, n_r=hp.cell_r,
-                                 r_extent=self.masker.r_extent, eta_extent=self.masker.eta_extent)
-            hit_cell = assign_cells(r, phi, eta, tr, masks, n_phi=hp.cell_phi, n_eta=hp.cell_eta,
-                                    n_r=hp.cell_r, r_extent=self.masker.r_extent,
-                                    eta_extent=self.masker.eta_extent)
-            num_cells = cells.cell_region.numel()
-            inside = hit_cell >= 0
-            target = scatter(t[inside], hit_cell[inside], dim=0, dim_size=num_cells, reduce="mean")
-            count = scatter(torch.ones_like(hit_cell[inside], dtype=torch.float), hit_cell[inside],
-                            dim=0, dim_size=num_cells, reduce="sum")
-            c_r, c_phi, c_eta = cells.centre.unbind(-1)
-            q_pos = position_features(c_r, c_phi, c_eta)
-            q_region, q_batch = cells.cell_region, cells.cell_batch
-        else:
-            tidx = (tr >= 0).nonzero().squeeze(1)
-            target, count = t[tidx], torch.ones(tidx.numel(), device=t.device)
-            q_pos = position_features(r[tidx], phi[tidx], eta[tidx])
-            q_region, q_batch = tr[tidx], bvec[tidx]
-        q_desc = masks.region_descriptor[q_region]
-
+        n_phi, n_eta, n_r = self.cells
+        cells = tile_regions(masks, n_phi=n_phi, n_eta=n_eta, n_r=n_r,
+                             r_extent=self.masker.r_extent, eta_extent=self.masker.eta_extent)
+        hit_cell = assign_cells(r, phi, eta, tr, masks, n_phi=n_phi, n_eta=n_eta, n_r=n_r,
+                                r_extent=self.masker.r_extent, eta_extent=self.masker.eta_extent)
+        num_cells = cells.cell_region.numel()
+        inside = hit_cell >= 0
+        target = scatter(t[inside], hit_cell[inside], dim=0, dim_size=num_cells, reduce="mean")
+        count = scatter(torch.ones_like(hit_cell[inside], dtype=torch.float), hit_cell[inside],
+                        dim=0, dim_size=num_cells, reduce="sum")
+        c_r, c_phi, c_eta = cells.centre.unbind(-1)
+        q_desc = masks.region_descriptor[cells.cell_region]
         pred = self.predictor(z_ctx, position_features(r[ctx], phi[ctx], eta[ctx]), bvec[ctx], ctx_ei,
-                              q_pos, q_desc, q_batch, q_region)
-        occupancy_loss = torch.zeros((), device=pred.device)
-        if hp.occupancy_weight > 0:
-            pred, occ_pred = pred[:, :hp.d_embedding], pred[:, hp.d_embedding]
-            occupancy_loss = F.smooth_l1_loss(occ_pred, torch.log1p(count), beta=hp.loss_beta)
+                              position_features(c_r, c_phi, c_eta), q_desc, cells.cell_batch,
+                              cells.cell_region)
         scored = torch.ones_like(count, dtype=torch.bool) if hp.score_empty_cells else count > 0
         if scored.any():
             per_cell = F.smooth_l1_loss(pred[scored], target[scored], beta=hp.loss_beta,
@@ -231,11 +188,11 @@ class JEPAPretraining(pl.LightningModule):
             jepa_loss = pred.sum() * 0.0
             baselines = {k: torch.zeros((), device=pred.device) for k in REFERENCE_PREDICTORS}
         if z_ctx.shape[0] > 1:
-            ac_loss, ac_parts = self.anti_collapse(self.expander(z_ctx))
+            ac_loss, ac_parts = self.anti_collapse(z_ctx)
         else:
             ac_loss, ac_parts = z_ctx.sum() * 0.0, {}
-        return {"loss": jepa_loss + ac_loss + hp.occupancy_weight * occupancy_loss,
-                "jepa_loss": jepa_loss, "anti_collapse": ac_loss, "occupancy_loss": occupancy_loss,
+        return {"loss": jepa_loss + ac_loss,
+                "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
                 "ac_parts": ac_parts, "baseline_loss": baselines["mean"],
                 "baseline_losses": baselines, "z_ctx": z_ctx,
                 "target": target[count > 0], "num_queries": int(count.numel()),
@@ -248,8 +205,6 @@ class JEPAPretraining(pl.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
         self.log("train/anti_collapse", out["anti_collapse"], batch_size=bs)
-        if self.hparams.occupancy_weight > 0:
-            self.log("train/occupancy_loss", out["occupancy_loss"], batch_size=bs)
         self.log("train/ema_momentum", self.momentum(), batch_size=bs)
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]
@@ -299,7 +254,7 @@ class JEPAPretraining(pl.LightningModule):
     def _random_encoder(self):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(12345)
-            enc = GraphTransformerEncoder(**self.encoder_config())
+            enc = self.encoder_config.build()
         return enc.eval()
 
     @torch.no_grad()
@@ -330,14 +285,14 @@ class JEPAPretraining(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        hp = self.hparams
+        o = self.optim
         groups = [
-            {"params": list(self.context_encoder.parameters()), "lr": hp.encoder_lr},
-            {"params": list(self.predictor.parameters()) + list(self.anti_collapse.parameters())
-             + list(self.expander.parameters()), "lr": hp.predictor_lr},
+            {"params": list(self.context_encoder.parameters()), "lr": o.encoder_lr},
+            {"params": list(self.predictor.parameters()) + list(self.anti_collapse.parameters()),
+             "lr": o.head_lr},
         ]
-        opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
         total = self.total_steps()
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio))
+            opt, lambda s: warmup_cosine(s, o.warmup_steps, total, o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

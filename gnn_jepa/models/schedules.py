@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 
 def cosine_ramp(step: int, total: int, start: float, end: float) -> float:
@@ -17,3 +19,27 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.01) -
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     return cosine_ramp(step - warmup, max(total - warmup, 1), 1.0, min_ratio)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its per-step schedule (a nested ``optim:`` block in configs).
+
+    Two parameter groups: the encoder at ``encoder_lr``, and the rest (the JEPA predictor, the
+    track-finding edge head) at ``head_lr``. Each learning rate warms up linearly over
+    ``warmup_steps``, then decays by a cosine to ``min_lr_ratio`` of itself at ``total_steps``
+    (default: the trainer's estimated stepping batches).
+    """
+
+    encoder_lr: float = 1e-3
+    head_lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    total_steps: Optional[int] = None
+    min_lr_ratio: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.encoder_lr < 0 or self.head_lr < 0 or self.weight_decay < 0:
+            raise ValueError(f"optim: learning rates and weight_decay must be >= 0, got {self}")
+        if self.warmup_steps < 0 or (self.total_steps is not None and self.total_steps < 1):
+            raise ValueError(f"optim: warmup_steps must be >= 0 and total_steps >= 1, got {self}")

@@ -1,6 +1,8 @@
 """Edge scoring head: is this graph edge a true track segment?"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
@@ -120,3 +122,30 @@ class InteractionEdgeHead(nn.Module):
 
 #: Edge heads by name (``TrackFinding(head=...)``).
 EDGE_HEADS = ("mlp", "interaction")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The edge head of track finding (a nested ``head:`` block in configs).
+
+    Args:
+        kind: ``"mlp"`` (:class:`EdgeHead`: each edge judged alone) or ``"interaction"``
+            (:class:`InteractionEdgeHead`: edges and hits exchange messages first).
+        hidden: hidden width.
+        layers: MLP depth (``mlp`` only).
+        rounds: message-passing rounds (``interaction`` only).
+    """
+
+    kind: str = "mlp"
+    hidden: int = 64
+    layers: int = 2
+    rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.kind not in EDGE_HEADS:
+            raise ValueError(f"head.kind must be one of {EDGE_HEADS}, got {self.kind!r}")
+
+    def build(self, d_embedding: int, d_edge: int) -> nn.Module:
+        if self.kind == "mlp":
+            return EdgeHead(d_embedding, d_edge, self.hidden, self.layers)
+        return InteractionEdgeHead(d_embedding, d_edge, self.hidden, self.rounds)

@@ -17,14 +17,59 @@ graph, and is therefore refused for graphs above ``max_global_nodes`` hits.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import TransformerConv
 from torch_geometric.utils import to_dense_batch
 
+from gnn_jepa.config import merge_config
+
 ATTENTION_KINDS = ("local", "global")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The encoder's hyperparameters: one block shared by pretraining, fine-tuning and checkpoints.
+
+    A nested ``encoder:`` block in configs. Fine-tuning must use the pretrained encoder's
+    config (:mod:`gnn_jepa.models.checkpoints` checks it). ``d_input`` is the number of hit
+    features; the CLI sets it from ``data.features``.
+
+    Args:
+        d_input: hit features in.
+        d_model: width of the blocks.
+        d_embedding: output embedding size.
+        n_layers: TransformerConv blocks.
+        heads: attention heads per block.
+        dropout: dropout on every residual branch.
+        d_edge: edge features (0: none).
+        attention: ``"local"`` (graph neighbours only, linear cost) or ``"global"``.
+    """
+
+    d_input: int = 4
+    d_model: int = 64
+    d_embedding: int = 32
+    n_layers: int = 3
+    heads: int = 4
+    dropout: float = 0.0
+    d_edge: int = 5
+    attention: str = "local"
+
+    @classmethod
+    def coerce(cls, value: Union["EncoderConfig", Mapping[str, Any], None]) -> "EncoderConfig":
+        """An :class:`EncoderConfig` from itself, a mapping of some of its fields (the others
+        default), or ``None`` (defaults). Unknown keys are an error that names them."""
+        return merge_config(value, cls(), "encoder")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def build(self) -> "GraphTransformerEncoder":
+        """A freshly initialised encoder (draws from torch's global RNG)."""
+        return GraphTransformerEncoder(**asdict(self))
 
 
 class _FeedForward(nn.Sequential):

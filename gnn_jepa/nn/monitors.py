@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from gnn_jepa.tracking.metrics import roc_auc as _rank_auc
+
 
 @torch.no_grad()
 def embedding_std(z: Tensor) -> Tensor:
@@ -175,7 +177,6 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"roc_auc: needs both classes, got {n_pos} positives and {n_neg} negatives")
     # the rank statistic itself lives with the other tracking metrics
-    from gnn_jepa.tracking.metrics import roc_auc as _rank_auc
     return _rank_auc(scores.cpu().numpy(), labels.cpu().numpy())
 
 

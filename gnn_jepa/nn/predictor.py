@@ -10,22 +10,39 @@ with a learned mask token :math:`t_\text{mask}`, the geometric features :math:`g
 cell centre and the descriptor :math:`d_k` of its target region; it never sees the target
 hits themselves (hits are only coordinates: showing them could hand over the answer). Edges:
 the context subgraph's own edges, each query's ``k`` nearest context hits (same event only,
-in the position feature space with the r column scaled by ``knn_r_scale``) and, with
-``query_pairs``, all query pairs of one region (per-hit queries carry their hits'
-coordinates, so linked they would show every query where the other masked hits are).
-Tracks run radially: the context hits that tell where a track crosses
-a target cell lie along the same (phi, eta) direction, in the other r half, so a small
-``knn_r_scale`` links a cell to them rather than to unrelated hits beside the region at
-the cell's own radius. ``n_layers`` pre-norm
+in the position feature space) and all query pairs of one region (cell queries carry only
+fixed cell centres, so linking them shows nothing of the masked hits). ``n_layers`` pre-norm
 TransformerConv blocks then map each query to a predicted target embedding.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATv2Conv, TransformerConv
+from torch_geometric.nn import TransformerConv
 
-PREDICTOR_CONVS = ("transformer", "gatv2")
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """What a user tunes of the :class:`CellPredictor` (a nested ``predictor:`` block in configs).
+
+    Args:
+        d_model: width of the predictor (narrower than the encoder).
+        layers: number of TransformerConv blocks.
+        heads: attention heads (``d_model`` must be divisible by them).
+        knn: context hits connected to each query.
+    """
+
+    d_model: int = 48
+    layers: int = 3
+    heads: int = 4
+    knn: int = 16
+
+    def build(self, d_embedding: int, d_descriptor: int) -> "CellPredictor":
+        """The predictor for encoders of output size ``d_embedding``."""
+        return CellPredictor(d_embedding, self.d_model, self.layers, self.heads,
+                             d_descriptor=d_descriptor, knn=self.knn)
 
 
 def position_features(r: Tensor, phi: Tensor, eta: Tensor) -> Tensor:
@@ -61,14 +78,10 @@ def knn_bipartite(query: Tensor, query_batch: Tensor, ref: Tensor, ref_batch: Te
 
 
 class _Block(nn.Module):
-    def __init__(self, d: int, heads: int, d_edge: int, dropout: float, conv: str = "transformer"):
+    def __init__(self, d: int, heads: int, d_edge: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(d)
-        if conv == "transformer":
-            self.conv = TransformerConv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout)
-        else:  # GATv2: the attention score is an MLP of (receiver, sender, edge) jointly
-            self.conv = GATv2Conv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout,
-                                  add_self_loops=False)
+        self.conv = TransformerConv(d, d // heads, heads=heads, edge_dim=d_edge, dropout=dropout)
         self.norm2 = nn.LayerNorm(d)
         self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
 
@@ -88,46 +101,27 @@ class CellPredictor(nn.Module):
         d_descriptor: size of a region descriptor.
         knn: context hits connected to each query.
         dropout: attention dropout.
-        knn_r_scale: weight of the r column (r / 1000 mm) in the nearest-context-hit search
-            (1: the plain position features).
-        extra_outputs: further outputs per query after the ``d_embedding`` predicted
-            embedding (e.g. 1 for a predicted hit count).
-        query_pairs: link all queries of one region to each other (cell queries: they carry
-            only fixed cell centres). Off, a query sees nothing but context hits.
-        conv: ``"transformer"`` (TransformerConv: the score of sender :math:`j` at receiver
-            :math:`i` is :math:`(W_q h_i)^\top (W_k h_j + W_e e_{ij})`, bilinear) or
-            ``"gatv2"`` (GATv2Conv: :math:`a^\top \mathrm{LeakyReLU}(W_i h_i + W_j h_j + W_e
-            e_{ij})`, a joint non-linear function of both ends and their offset). With one
-            layer a query reads its nearest context hits once, so which context hit's track
-            runs through the query must be decidable from that hit's embedding and the offset
-            alone: the encoder, not the predictor, has to describe where each track goes.
+
+    The attention score of sender :math:`j` at receiver :math:`i` is
+    :math:`(W_q h_i)^\top (W_k h_j + W_e e_{ij})` with :math:`e_{ij}` the offset of their
+    position features.
     """
 
     def __init__(self, d_embedding: int, d_predictor: int = 48, n_layers: int = 3, heads: int = 4,
-                 d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0,
-                 knn_r_scale: float = 1.0, extra_outputs: int = 0, query_pairs: bool = True,
-                 conv: str = "transformer"):
+                 d_descriptor: int = 11, knn: int = 16, dropout: float = 0.0):
         super().__init__()
-        if conv not in PREDICTOR_CONVS:
-            raise ValueError(f"conv must be one of {PREDICTOR_CONVS}, got {conv!r}")
         if d_predictor % heads:
             raise ValueError(f"d_predictor={d_predictor} must be divisible by heads={heads}")
-        if not knn_r_scale >= 0:
-            raise ValueError(f"knn_r_scale must be >= 0, got {knn_r_scale}")
         self.d_embedding, self.d_predictor, self.knn = d_embedding, d_predictor, knn
-        self.knn_r_scale, self.query_pairs = knn_r_scale, query_pairs
-        self.n_layers, self.heads, self.d_descriptor, self.conv = n_layers, heads, d_descriptor, conv
+        self.n_layers, self.heads, self.d_descriptor = n_layers, heads, d_descriptor
         self.context_in = nn.Linear(d_embedding, d_predictor)
         self.pos_in = nn.Sequential(nn.Linear(4, d_predictor), nn.GELU(), nn.Linear(d_predictor, d_predictor))
         self.region_in = nn.Sequential(nn.Linear(d_descriptor, d_predictor), nn.GELU(),
                                        nn.Linear(d_predictor, d_predictor))
         self.mask_token = nn.Parameter(torch.zeros(d_predictor))
-        self.blocks = nn.ModuleList(_Block(d_predictor, heads, 4, dropout, conv) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(_Block(d_predictor, heads, 4, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_predictor)
-        if extra_outputs < 0:
-            raise ValueError(f"extra_outputs must be >= 0, got {extra_outputs}")
-        self.extra_outputs = extra_outputs
-        self.out = nn.Linear(d_predictor, d_embedding + extra_outputs)
+        self.out = nn.Linear(d_predictor, d_embedding)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -148,7 +142,7 @@ class CellPredictor(nn.Module):
             query_batch: [Q] graph index. query_region: [Q] region index.
 
         Returns:
-            [Q, d_embedding + extra_outputs] predicted target embeddings (then the extras).
+            [Q, d_embedding] predicted target embeddings.
         """
         nc = context_emb.size(0)
         h_ctx = self.context_in(context_emb) + self.pos_in(context_pos)
@@ -158,10 +152,8 @@ class CellPredictor(nn.Module):
         # context -> query: k nearest context hits of the same event
         cq = self.context_query_edges(query_pos, query_batch, context_pos, context_batch)
         cq = torch.stack([cq[0], cq[1] + nc])
-        edges = [context_edge_index, cq]
-        if self.query_pairs:  # query <-> query: all pairs inside one region (regions hold few cells)
-            edges.append(_pairs_within_groups(query_region) + nc)
-        edge_index = torch.cat(edges, dim=1)
+        # query <-> query: all pairs inside one region (regions hold few cells)
+        edge_index = torch.cat([context_edge_index, cq, _pairs_within_groups(query_region) + nc], dim=1)
         edge_attr = pos[edge_index[1]] - pos[edge_index[0]]
         for block in self.blocks:
             h = block(h, edge_index, edge_attr)
@@ -170,15 +162,13 @@ class CellPredictor(nn.Module):
     def context_query_edges(self, query_pos: Tensor, query_batch: Tensor, context_pos: Tensor,
                             context_batch: Tensor) -> Tensor:
         """[2, E] edges (context hit -> query) to each query's ``knn`` nearest context hits of
-        its event, distances in :func:`position_features` with r weighted by ``knn_r_scale``."""
-        scale = query_pos.new_tensor([self.knn_r_scale, 1.0, 1.0, 1.0])
-        return knn_bipartite(query_pos * scale, query_batch, context_pos * scale, context_batch, self.knn)
+        its event, distances in :func:`position_features`."""
+        return knn_bipartite(query_pos, query_batch, context_pos, context_batch, self.knn)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, "
                 f"d_predictor={self.d_predictor}, n_layers={self.n_layers}, heads={self.heads}, "
-                f"knn={self.knn}, knn_r_scale={self.knn_r_scale}, query_pairs={self.query_pairs}, "
-                f"conv={self.conv!r})")
+                f"knn={self.knn})")
 
 
 def _pairs_within_groups(group: Tensor) -> Tensor:

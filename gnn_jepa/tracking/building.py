@@ -20,12 +20,52 @@ needs no CPU round trip); ``method="scipy"`` components go through
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 CC_METHODS = ("scipy", "torch")
 BUILD_METHODS = ("cc", "walkthrough")
+
+#: The score cuts that threshold tuning tries by default.
+DEFAULT_THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class TrackBuildingConfig:
+    """How edge scores become tracks (a nested ``tracks:`` block in track-finding configs).
+
+    Args:
+        building: ``"cc"`` or ``"walkthrough"`` (see the module docstring).
+        threshold: edges scoring above it are kept (until a validation tunes it).
+        tune_threshold: at every validation pick, from ``threshold_grid``, the cut with the
+            best mean TrackML score on the validation events; test and predict use it.
+        threshold_grid: the cuts that tuning tries, scores in [0, 1).
+        min_hits: smaller tracks are dissolved.
+    """
+
+    building: str = "cc"
+    threshold: float = 0.5
+    tune_threshold: bool = False
+    threshold_grid: tuple[float, ...] = DEFAULT_THRESHOLD_GRID
+    min_hits: int = 3
+
+    def __post_init__(self) -> None:
+        if self.building not in BUILD_METHODS:
+            raise ValueError(f"tracks.building must be one of {BUILD_METHODS}, got {self.building!r}")
+        grid = tuple(self.threshold_grid)
+        if not grid or not all(0.0 <= t < 1.0 for t in grid):
+            raise ValueError(f"tracks.threshold_grid must be non-empty scores in [0, 1), got {grid}")
+        object.__setattr__(self, "threshold_grid", tuple(float(t) for t in grid))
+        if self.min_hits < 1:
+            raise ValueError(f"tracks.min_hits must be >= 1, got {self.min_hits}")
+
+
+def hit_order_key(pos: Tensor) -> Tensor:
+    """Distance of each hit from the origin: the order along a track the walkthrough uses."""
+    return torch.linalg.vector_norm(pos, dim=1)
 
 
 def _check_edge_index(num_nodes: int, edge_index: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ Metrics:
 * TrackML score ``= sum(weight of the majority-particle hits of DM-matched tracks) /
   sum(weight)`` — the challenge's definition (its "good" track is our DM match). Noise
   and particles with < 4 hits carry zero weight through
-  :func:`gnn_jepa.tracking.weights.trackml_hit_weights`; a noise-majority track never
+  :func:`gnn_jepa.data.weights.trackml_hit_weights`; a noise-majority track never
   counts, whatever weights are passed.
 * DM efficiency ``= #reconstructable particles DM-matched by a track of >= min_track_hits
   hits / #reconstructable``, reconstructable = not noise, ``pT > pt_min``, ``>= min_hits``
@@ -140,7 +140,7 @@ def trackml_score(track_id: Any, particle_id: Any, weight: Any) -> float:
     Args:
         track_id: [N] reconstructed track of each hit.
         particle_id: [N] true particle, 0 = noise.
-        weight: [N] TrackML hit weights (:func:`~gnn_jepa.tracking.weights.trackml_hit_weights`).
+        weight: [N] TrackML hit weights (:func:`~gnn_jepa.data.weights.trackml_hit_weights`).
 
     Returns:
         The score in [0, 1]; ``nan`` when all weights are zero.
@@ -387,3 +387,51 @@ def format_table(metrics: Mapping[str, Any]) -> str:
         lines.append("-+-".join("-" * w for w in widths))
         lines += [" | ".join(f"{x:>{w}}" for x, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+PT_BINS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 100.0)
+ETA_BINS = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
+
+
+def _concatenate(events: list[dict]) -> dict:
+    """Merge events into one table with event-unique track and particle ids."""
+    tids, pids = [], []
+    for k, e in enumerate(events):
+        t = np.asarray(e["track_id"]).astype(np.int64)
+        p = np.asarray(e["particle_id"]).astype(np.int64)
+        # -1 stays -1; ids made unique per event by pairing with the event index
+        tids.append(np.where(t >= 0, t * len(events) + k, -1))
+        pids.append(np.where(p != 0, (np.unique(p, return_inverse=True)[1] + 1) * len(events) + k, 0))
+    cat = {key: np.concatenate([np.asarray(e[key]) for e in events]) for key in ("pt", "eta", "weight")}
+    cat["track_id"] = np.concatenate(tids)
+    cat["particle_id"] = np.concatenate(pids)
+    return cat
+
+
+def summarize_events(events: list[dict], edges: list[dict] | None = None, *, pt_min: float = 1.0,
+                     min_hits: int = 3, threshold: float = 0.5) -> dict:
+    """Metrics over a set of test events.
+
+    The TrackML score is computed per event (its weights sum to one per event) and averaged;
+    efficiencies, fake and duplicate rates pool all particles and tracks of all events.
+    """
+    if not events:
+        raise ValueError("no test events to summarise")
+    scores = [tracking_metrics(e["track_id"], e["particle_id"], e["pt"], e["eta"], e["weight"],
+                               pt_min=pt_min, min_hits=min_hits)["trackml_score"] for e in events]
+    cat = _concatenate(events)
+    pooled = tracking_metrics(cat["track_id"], cat["particle_id"], cat["pt"], cat["eta"],
+                              cat["weight"], pt_min=pt_min, min_hits=min_hits)
+    pooled["trackml_score"] = float(np.mean(scores))
+    pooled["trackml_score_std"] = float(np.std(scores))
+    pooled["num_events"] = len(events)
+    pooled["threshold"] = float(threshold)  # the edge-score cut the tracks were built with
+    if edges:
+        em = edge_metrics(np.concatenate([e["edge_scores"] for e in edges]),
+                          np.concatenate([e["edge_y"] for e in edges]), threshold)
+        pooled.update({f"edge_{k}": float(v) for k, v in em.items()})
+    by_pt = efficiency_table(cat["track_id"], cat["particle_id"], cat["pt"], cat["eta"], PT_BINS,
+                             by="pt", pt_min=0.0, min_hits=min_hits)
+    by_eta = efficiency_table(cat["track_id"], cat["particle_id"], cat["pt"], cat["eta"], ETA_BINS,
+                              by="eta", pt_min=pt_min, min_hits=min_hits)
+    return {"metrics": pooled, "efficiency_vs_pt": by_pt, "efficiency_vs_eta": by_eta}

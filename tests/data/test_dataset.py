@@ -1,7 +1,8 @@
 import torch
 
-from gnn_jepa.data.datamodule import EventDataModule
-from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource, event_seed
+from gnn_jepa.datamodule import EventDataModule
+from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource
+from gnn_jepa.data.simulator import event_seed
 
 import pytest
 

@@ -14,7 +14,7 @@ from gnn_jepa.data.event import HIT_COLUMNS, PARTICLE_COLUMNS, TRUTH_COLUMNS
 from gnn_jepa.data.simulator import (PION_MASS, Simulator, SimulatorConfig, event_seed,
                                      propagate)
 from gnn_jepa.geometry import PT_TO_RADIUS
-from gnn_jepa.tracking.weights import trackml_hit_weights
+from gnn_jepa.data.weights import trackml_hit_weights
 
 CLEAN = dict(multiple_scattering=False, resolution_rphi=0.0, resolution_z=0.0,
              noise_fraction=0.0, hit_efficiency=1.0)

@@ -189,7 +189,7 @@ def test_build_graph_learned_batch_and_cap(tmp_path, trained, events):
 
 
 def test_report_scans_a_learned_frame(tmp_path, trained, capsys):
-    from gnn_jepa.graph import report
+    from gnn_jepa.evaluation import graph_scan as report
 
     _, model, _ = trained
     path = tmp_path / "emb.pt"

@@ -4,13 +4,16 @@ import pytest
 import torch
 
 from gnn_jepa.models.jepa import JEPAPretraining
-from gnn_jepa.models.schedules import cosine_ramp, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
+from gnn_jepa.nn.encoder import EncoderConfig
+from gnn_jepa.nn.predictor import PredictorConfig
 
-SMALL = dict(d_model=16, d_embedding=8, n_layers=2, heads=2, d_predictor=16, predictor_layers=2,
-             predictor_heads=2, predictor_knn=4, cell_phi=2, cell_eta=2, cell_r=2,
+D_EMBEDDING = 8
+SMALL = dict(encoder=EncoderConfig(d_model=16, d_embedding=D_EMBEDDING, n_layers=2, heads=2),
+             predictor=PredictorConfig(d_model=16, layers=2, heads=2, knn=4), cells=(2, 2, 2),
              masker={"num_targets": 2, "wedge_width": [0.8, 0.8], "eta_width": [1.0, 1.0],
                      "min_target_hits": 2, "min_context_hits": 5, "r_extent": [0, 600]},
-             total_steps=100)
+             optim=OptimConfig(total_steps=100))
 
 
 def test_schedules_are_pure_functions_of_the_step():
@@ -22,15 +25,10 @@ def test_schedules_are_pure_functions_of_the_step():
     assert warmup_cosine(100, 10, 100, 0.01) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("query,scope,empty,conv", [("cell", "regions", True, "transformer"),
-                                                    ("cell", "full", False, "transformer"),
-                                                    ("hit", "regions", False, "transformer"),
-                                                    ("hit", "regions", False, "gatv2")])
-def test_jepa_forward_losses_and_gradients(toy_batch, query, scope, empty, conv):
+@pytest.mark.parametrize("scope,empty", [("regions", True), ("full", False)])
+def test_jepa_forward_losses_and_gradients(toy_batch, scope, empty):
     torch.manual_seed(0)
-    model = JEPAPretraining(query=query, target_scope=scope, score_empty_cells=empty,
-                            **{**SMALL, "predictor_conv": conv})
-    assert model.predictor.conv == conv
+    model = JEPAPretraining(target_scope=scope, score_empty_cells=empty, **SMALL)
     masks = model.masker(toy_batch, model.mask_generator(0))
     assert masks.graph_valid.all()
     out = model.jepa_forward(toy_batch, masks)
@@ -43,10 +41,23 @@ def test_jepa_forward_losses_and_gradients(toy_batch, query, scope, empty, conv)
     assert all(p.grad is None for p in model.target_encoder.parameters())
 
 
-def test_query_pairs_default_links_cells_not_hits():
-    assert JEPAPretraining(**SMALL).predictor.query_pairs
-    assert not JEPAPretraining(query="hit", **SMALL).predictor.query_pairs
-    assert JEPAPretraining(query="hit", query_pairs=True, **SMALL).predictor.query_pairs
+def test_configs_build_the_modules_and_checkpoint_as_plain_dicts():
+    model = JEPAPretraining(**SMALL)
+    assert model.context_encoder.d_model == 16 and model.context_encoder.n_layers == 2
+    assert model.predictor.d_predictor == 16 and model.predictor.knn == 4
+    assert model.predictor.out.out_features == D_EMBEDDING
+    # what a checkpoint stores: plain values a YAML config or weights_only=True reads back
+    assert model.hparams["encoder"] == {**EncoderConfig().as_dict(), "d_model": 16,
+                                        "d_embedding": D_EMBEDDING, "n_layers": 2, "heads": 2}
+    assert model.hparams["predictor"] == {"d_model": 16, "layers": 2, "heads": 2, "knn": 4}
+    assert model.hparams["cells"] == [2, 2, 2]
+    assert model.hparams["optim"]["total_steps"] == 100
+    # mappings work as well as configs (what a Python user may pass)
+    same = JEPAPretraining(**{**SMALL, "encoder": dict(model.hparams["encoder"]),
+                              "predictor": dict(model.hparams["predictor"])})
+    assert same.encoder_config == model.encoder_config
+    with pytest.raises(ValueError, match=r"encoder: unknown keys \['d_modle'\]"):
+        JEPAPretraining(**{**SMALL, "encoder": {"d_modle": 8}})
 
 
 def test_cell_targets_are_mean_of_layer_normed_hit_embeddings(toy_batch):
@@ -91,10 +102,12 @@ def test_masks_are_a_function_of_the_step(toy_batch):
 
 
 def test_bad_options_raise():
-    with pytest.raises(ValueError, match="query"):
-        JEPAPretraining(query="pixels", **SMALL)
     with pytest.raises(ValueError, match="target_scope"):
         JEPAPretraining(target_scope="everything", **SMALL)
+    with pytest.raises(ValueError, match="cells"):
+        JEPAPretraining(**{**SMALL, "cells": (2, 0, 2)})
+    with pytest.raises(ValueError, match="optim"):
+        OptimConfig(encoder_lr=-1.0)
 
 
 def test_reference_losses_hand_case():
@@ -107,63 +120,3 @@ def test_reference_losses_hand_case():
     assert float(ref["zero"]) == pytest.approx(5.0 / 6)
     assert float(ref["mean"]) == pytest.approx(3.0 / 6)
     assert float(ref["occupancy_oracle"]) == pytest.approx(1.0 / 6)
-
-
-def test_occupancy_term_predicts_log_hit_counts(toy_batch):
-    """With occupancy_weight, the predictor's extra output is regressed on log(1 + hits per
-    cell): the total loss is JEPA + anti-collapse + weight x that term, and the same seed
-    with weight 0 gives the plain JEPA loss and a predictor without the extra output."""
-    from gnn_jepa.geometry import cylindrical
-    from gnn_jepa.masks import assign_cells
-
-    torch.manual_seed(0)
-    model = JEPAPretraining(occupancy_weight=0.5, **SMALL)
-    assert model.predictor.out.out_features == SMALL["d_embedding"] + 1
-    masks = model.masker(toy_batch, model.mask_generator(0))
-    captured = {}
-    model.predictor.register_forward_hook(lambda m, i, o: captured.update(out=o.detach()))
-    out = model.jepa_forward(toy_batch, masks)
-    r, phi, _, eta = cylindrical(toy_batch.pos)
-    cell = assign_cells(r, phi, eta, masks.target_region, masks, n_phi=2, n_eta=2, n_r=2,
-                        r_extent=model.masker.r_extent, eta_extent=model.masker.eta_extent)
-    count = torch.bincount(cell[cell >= 0], minlength=captured["out"].shape[0]).float()
-    expect = torch.nn.functional.smooth_l1_loss(captured["out"][:, -1], torch.log1p(count))
-    torch.testing.assert_close(out["occupancy_loss"], expect)
-    torch.testing.assert_close(out["loss"], out["jepa_loss"] + out["anti_collapse"] + 0.5 * expect)
-    out["loss"].backward()
-    assert model.context_encoder.input_proj.weight.grad.abs().sum() > 0
-    plain = JEPAPretraining(**SMALL)
-    assert plain.predictor.out.out_features == SMALL["d_embedding"]
-    with pytest.raises(ValueError, match="occupancy_weight"):
-        JEPAPretraining(occupancy_weight=1.0, query="hit", **SMALL)
-
-
-def test_anti_collapse_expander_regularises_the_expanded_context_embeddings(toy_batch):
-    """With anti_collapse_expander the VICReg term is computed on expander(z_ctx), not on
-    z_ctx; the expander is trained (with the predictor's learning rate) and is not part of the
-    encoder; 0 keeps the term on z_ctx and adds no parameters."""
-    from gnn_jepa.nn.losses import vicreg_variance_covariance
-
-    torch.manual_seed(0)
-    model = JEPAPretraining(anti_collapse_expander=24, **SMALL)
-    assert model.expander[-1].out_features == 24
-    masks = model.masker(toy_batch, model.mask_generator(0))
-    out = model.jepa_forward(toy_batch, masks)
-    var, cov = vicreg_variance_covariance(model.expander(out["z_ctx"]))
-    torch.testing.assert_close(out["anti_collapse"], var + cov)
-    on_z = sum(vicreg_variance_covariance(out["z_ctx"]))
-    assert not torch.allclose(out["anti_collapse"], on_z)
-    out["anti_collapse"].backward()
-    assert model.expander[0].weight.grad.abs().sum() > 0
-    assert model.context_encoder.input_proj.weight.grad.abs().sum() > 0
-    opt = model.configure_optimizers()["optimizer"]
-    predictor_group = {id(p) for p in opt.param_groups[1]["params"]}
-    assert all(id(p) in predictor_group for p in model.expander.parameters())
-    assert not any(k.startswith("expander") for k in model.target_encoder.state_dict())
-
-    plain = JEPAPretraining(**SMALL)
-    assert not list(plain.expander.parameters())
-    out = plain.jepa_forward(toy_batch, masks)
-    torch.testing.assert_close(out["anti_collapse"], sum(vicreg_variance_covariance(out["z_ctx"])))
-    with pytest.raises(ValueError, match="anti_collapse_expander"):
-        JEPAPretraining(anti_collapse_expander=-1, **SMALL)

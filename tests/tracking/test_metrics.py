@@ -10,7 +10,7 @@ import torch
 
 from gnn_jepa.tracking.metrics import (edge_metrics, efficiency_table, format_table, match_tracks,
                                        roc_auc, trackml_score, tracking_metrics)
-from gnn_jepa.tracking.weights import trackml_hit_weights
+from gnn_jepa.data.weights import trackml_hit_weights
 
 # ---------------------------------------------------------------- a small event for the score
 # particle 11: 4 hits, 22: 4 hits, 33: 3 hits (weighs 0), noise: 2 hits. All pT 3 GeV, so

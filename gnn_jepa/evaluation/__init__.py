@@ -1,0 +1,1 @@
+"""Analysis above the stages of the pipeline: graph scans, tracking ceilings, the test report."""

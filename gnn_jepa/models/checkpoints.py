@@ -1,0 +1,302 @@
+"""Checkpoints: one place that writes, reads and checks them.
+
+* :func:`load_pretrained_encoder` / :func:`save_pretrained_encoder`: the encoder of a JEPA
+  checkpoint (its EMA target encoder, ``target_encoder.*``) for fine-tuning, and the same
+  layout written for an encoder alone; :func:`encoder_config_of` reads the encoder's
+  :class:`~gnn_jepa.nn.encoder.EncoderConfig` from a checkpoint's hyperparameters (nested
+  ``encoder`` block, or the flat keys of checkpoints written before it existed).
+* :func:`check_checkpoint_fits`: a ``--ckpt_path`` that cannot load into the model is an error
+  naming the file and the settings that differ.
+* :func:`find_last_checkpoint`: what ``--ckpt_path last`` resumes from, across logger versions.
+* :class:`SigtermCheckpoint`: a resumable ``last.ckpt`` when a fit is stopped by SIGTERM.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from gnn_jepa.nn.encoder import EncoderConfig
+
+
+def encoder_config_of(hparams: dict) -> Optional[EncoderConfig]:
+    """The :class:`EncoderConfig` stored in a checkpoint's hyperparameters, ``None`` if none.
+
+    Reads the nested ``encoder`` block, or the flat encoder keys (``d_model``, ``n_layers``,
+    ...) of checkpoints written before the block existed."""
+    block = hparams.get("encoder")
+    if isinstance(block, EncoderConfig):
+        return block
+    if isinstance(block, dict):
+        return EncoderConfig.coerce(block)
+    names = [f.name for f in fields(EncoderConfig)]
+    flat = {k: hparams[k] for k in names if k in hparams}
+    return EncoderConfig.coerce(flat) if flat else None
+
+
+class PretrainedLoadError(RuntimeError):
+    """A pretrained checkpoint does not fit the encoder."""
+
+
+def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
+                            expected: Optional[EncoderConfig] = None) -> dict:
+    """Load the EMA target encoder (``target_encoder.*``) of a JEPA checkpoint into ``encoder``.
+
+    Fails loudly when the file is not a torch checkpoint or has no such encoder, when its
+    encoder config differs from ``expected``, or on any missing, unexpected or mis-shaped key.
+
+    Returns:
+        the checkpoint's hyperparameters.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PretrainedLoadError(f"pretrained checkpoint {p} does not exist")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as err:  # a CSV, a YAML, a truncated file, ...
+        raise PretrainedLoadError(
+            f"{p}: not a readable torch checkpoint ({type(err).__name__}: {err}); expected the "
+            "last.ckpt of a JEPA pretraining run (gnn-jepa fit --config configs/pretrain/...)") from None
+    if not isinstance(ckpt, dict):
+        raise PretrainedLoadError(f"{p}: holds a {type(ckpt).__name__}, not a checkpoint dict")
+    state = ckpt.get("state_dict", ckpt)
+    prefix = "target_encoder."
+    enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not enc_state:
+        raise PretrainedLoadError(
+            f"{p}: no '{prefix}*' weights (is it a JEPA pretraining checkpoint?); "
+            f"first keys: {list(state)[:5]}")
+    hparams = dict(ckpt.get("hyper_parameters", {}))
+    stored = encoder_config_of(hparams)
+    if expected is not None and stored is not None:
+        diff = {k: (v, getattr(expected, k)) for k, v in stored.as_dict().items()
+                if v != getattr(expected, k)}
+        if diff:
+            raise PretrainedLoadError(
+                f"{p}: encoder hyperparameters differ from this model's (checkpoint, model): {diff}")
+    own = encoder.state_dict()
+    missing = sorted(set(own) - set(enc_state))
+    unexpected = sorted(set(enc_state) - set(own))
+    shapes = {k: (tuple(enc_state[k].shape), tuple(own[k].shape)) for k in set(own) & set(enc_state)
+              if enc_state[k].shape != own[k].shape}
+    if missing or unexpected or shapes:
+        raise PretrainedLoadError(f"{p}: encoder weights do not fit: missing={missing[:8]}, "
+                                  f"unexpected={unexpected[:8]}, shape mismatches={shapes}")
+    encoder.load_state_dict(enc_state, strict=True)
+    return hparams
+
+
+def save_pretrained_encoder(path: str | Path, encoder_state: dict, encoder: EncoderConfig,
+                            hparams: Optional[dict] = None) -> Path:
+    """Write an encoder alone in the layout :func:`load_pretrained_encoder` reads: its weights
+    as ``target_encoder.*``, its config as ``hyper_parameters["encoder"]`` (plus any other
+    ``hparams`` to keep)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"target_encoder.{k}": v for k, v in encoder_state.items()},
+                "hyper_parameters": {**(hparams or {}), "encoder": encoder.as_dict()}}, p)
+    return p
+
+
+class CheckpointMismatchError(ValueError):
+    """A ``--ckpt_path`` checkpoint does not fit the model this command built."""
+
+
+def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
+    """The newest ``last*.ckpt`` this run's configuration can have written, ``None`` if none.
+
+    Lightning resolves ``ckpt_path="last"`` inside the *current* run's checkpoint folder,
+    ``<save_dir>/<name>/version_<n>/checkpoints``. A resumed run gets a new logger version,
+    so that folder is new and empty: Lightning would warn and silently train from scratch.
+    This looks in every version folder of the logger (``<save_dir>/<name>/*/checkpoints``),
+    in a ModelCheckpoint's explicit ``dirpath``, in ``default_root_dir`` and its
+    ``checkpoints`` folder, at every :class:`SigtermCheckpoint`'s explicit path and at the
+    ``hpc_ckpt_<n>.ckpt`` files of Lightning's SLURM auto-requeue, and returns the most
+    recently modified file.
+    """
+    patterns: list[str] = []
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath:
+            patterns.append(os.path.join(str(cb.dirpath), "last*.ckpt"))
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir or trainer.default_root_dir
+        patterns.append(os.path.join(str(save_dir), str(logger.name), "*", "checkpoints", "last*.ckpt"))
+    patterns.append(os.path.join(str(trainer.default_root_dir), "checkpoints", "last*.ckpt"))
+    patterns.append(os.path.join(str(trainer.default_root_dir), "last*.ckpt"))
+    found = {p for pat in patterns for p in glob.glob(pat)
+             if re.fullmatch(r"last(-v?\d+)?\.ckpt", os.path.basename(p))}
+    # Lightning's SLURM auto-requeue checkpoints (written on SIGUSR1)
+    found |= set(glob.glob(os.path.join(str(trainer.default_root_dir), "hpc_ckpt_*.ckpt")))
+    for cb in trainer.callbacks:
+        if isinstance(cb, SigtermCheckpoint) and cb.dirpath is not None:
+            path = cb.checkpoint_path(trainer)
+            if os.path.isfile(path):
+                found.add(path)
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def _plain(value):
+    """``value`` with tuples as lists, for comparing settings that went through YAML."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested blocks as dotted keys (``{"encoder": {"d_model": 16}}`` -> ``encoder.d_model``),
+    so a difference names the field that differs, not the whole block."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value and key != "masker":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def settings_diff(a: dict, b: dict) -> dict:
+    """``{dotted key: (a's value, b's value)}`` for every setting that differs (absent:
+    ``"<absent>"``); private keys (``_class_path``, ...) are ignored."""
+    fa = {k: v for k, v in _flat(a).items() if not k.startswith("_")}
+    fb = {k: v for k, v in _flat(b).items() if not k.startswith("_")}
+    return {k: (fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in sorted(set(fa) | set(fb))
+            if _plain(fa.get(k, "<absent>")) != _plain(fb.get(k, "<absent>"))}
+
+
+def check_checkpoint_fits(path: str, model: "pl.LightningModule") -> None:
+    """Raise :class:`CheckpointMismatchError` when ``path``'s weights cannot load into ``model``.
+
+    Lightning loads ``--ckpt_path`` strictly; on a mismatch its error lists tensor shapes but
+    not the file nor the configuration that differs. This names both.
+    """
+    try:  # mmap: only the tensors' metadata is read
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    own = model.state_dict()
+    strict = getattr(model, "strict_loading", True)
+    missing = sorted(set(own) - set(state)) if strict else []
+    unexpected = sorted(set(state) - set(own)) if strict else []
+    shapes = {k: (tuple(state[k].shape), tuple(own[k].shape)) for k in own  # module order
+              if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape}
+    if not (missing or unexpected or shapes):
+        return
+    diff = settings_diff(dict(ckpt.get("hyper_parameters") or {}), dict(model.hparams))
+    first_shapes = dict(list(shapes.items())[:4])
+    raise CheckpointMismatchError(
+        f"checkpoint {path} does not fit this {type(model).__name__}: hyperparameters that differ "
+        f"(checkpoint, this run): {diff}; shape mismatches (checkpoint, model): {first_shapes} "
+        f"({len(shapes)} in all); missing keys: {missing[:5]} ({len(missing)}); unexpected keys: "
+        f"{unexpected[:5]} ({len(unexpected)}). Resume with the configuration the checkpoint was "
+        "trained with, or pass --ckpt_path null to start afresh.")
+
+
+class SigtermCheckpoint(pl.Callback):
+    """Save a resumable ``last.ckpt`` when a fit is stopped by SIGTERM (SLURM preemption, ``kill``).
+
+    How it works with Lightning's own signal handling (checked against Lightning 2.6): at the
+    start of every fit the Trainer installs a SIGTERM handler (chained with any handler
+    installed before it) that only records the signal (``trainer.received_sigterm``) and
+    forwards it to DDP child processes. The loops stop at their next check by raising
+    :class:`~lightning.pytorch.utilities.exceptions.SIGTERMException` -- after the current
+    training batch *and all its hooks* (optimizer step, callbacks' and the module's
+    ``on_train_batch_end``, any due validation), at an epoch end, or between validation
+    batches -- and every callback's ``on_exception`` runs. This callback saves there, so the
+    checkpoint holds the complete state of the last finished step. Lightning 2.6 resumes such
+    a checkpoint exactly mid-epoch and mid-validation; when the loop stopped at an epoch end,
+    the loop counters are written as in a checkpoint of the epoch's last batch (see
+    :meth:`on_save_checkpoint`), since Lightning would resume the epoch-end state with one
+    extra batch.
+
+    (The previous version installed its own handler in ``setup``, which Lightning then
+    chained, and saved only in ``on_train_batch_end``: a signal arriving after that hook
+    stopped the run with no checkpoint at all, and one arriving before it saved the state
+    before the module's own ``on_train_batch_end`` had run.)
+
+    The file is ``<dirpath>/<filename>.ckpt``; ``dirpath`` defaults to the first
+    :class:`~lightning.pytorch.callbacks.ModelCheckpoint`'s folder (else
+    ``trainer.default_root_dir``), where ``--ckpt_path last`` looks. :func:`main` then exits
+    with status 143 (128 + SIGTERM). In DDP every rank must receive the signal (``srun``
+    and SLURM preemption send it to all tasks): the save is collective.
+
+    Args:
+        dirpath: folder of the checkpoint (default: see above).
+        filename: file name without ``.ckpt``.
+    """
+
+    def __init__(self, dirpath: Optional[str] = None, filename: str = "last"):
+        if not filename:
+            raise ValueError("SigtermCheckpoint filename must not be empty")
+        self.dirpath = dirpath
+        self.filename = filename
+        #: where the checkpoint was written, once it was
+        self.saved_path: Optional[str] = None
+        self._rewind_epoch = False
+
+    def checkpoint_path(self, trainer: "pl.Trainer") -> str:
+        """The path this callback saves to for ``trainer``."""
+        d = self.dirpath
+        if d is None:
+            ckpt_cb = trainer.checkpoint_callback
+            d = getattr(ckpt_cb, "dirpath", None) or trainer.default_root_dir
+        return os.path.join(str(d), f"{self.filename}.ckpt")
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self.saved_path, self._rewind_epoch = None, False
+
+    def _save(self, trainer: "pl.Trainer") -> None:
+        path = self.checkpoint_path(trainer)
+        if trainer.is_global_zero:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            if os.path.islink(path):  # ModelCheckpoint(save_last="link"): never write through it
+                os.unlink(path)
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        rank_zero_info(f"SIGTERM: saved checkpoint {path} at global step {trainer.global_step}")
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
+                     exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        epochs = trainer.fit_loop.epoch_progress.current
+        # the fit loop stopped right after it marked an epoch completed
+        self._rewind_epoch = epochs.completed == epochs.started > 0
+        try:
+            self._save(trainer)
+        finally:
+            self._rewind_epoch = False
+
+    def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
+                           checkpoint: dict) -> None:
+        if not self._rewind_epoch:
+            return
+        # Lightning 2.6 restores a checkpoint taken after the epoch end wrongly (with
+        # step-based validation it trains one extra batch as part of the finished epoch).
+        # Write the loop counters as ModelCheckpoint(every_n_train_steps) has them in
+        # on_train_batch_end of the epoch's last batch, a state Lightning resumes exactly:
+        # epoch not yet processed, last batch not yet completed, its step not yet counted.
+        # Everything else (weights, optimizer, schedulers, EMA) is the finished state, as
+        # it is at that point too, except for hooks that ran after it, which the resumed
+        # run then does not repeat.
+        loops = checkpoint["loops"]["fit_loop"]
+        for counter in ("current", "total"):
+            loops["epoch_progress"][counter]["processed"] -= 1
+            loops["epoch_progress"][counter]["completed"] -= 1
+            loops["epoch_loop.batch_progress"][counter]["completed"] -= 1
+        loops["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1

@@ -1,0 +1,1 @@
+"""The jepa_objective study (see README.md in this folder)."""

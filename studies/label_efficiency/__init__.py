@@ -1,0 +1,1 @@
+"""The label_efficiency study (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""The learned_graph study (see README.md in this folder)."""

@@ -1,0 +1,1 @@
+"""The track_building study (see README.md in this folder)."""

@@ -1,0 +1,219 @@
+"""Smoke tests of the research studies under studies/ (tiniest sizes; no assertion on results).
+
+One slow test per study script that runs on main: it runs end to end on the CPU on a few
+20-particle events and writes the JSON its README describes. The studies whose knobs are gone
+from main (reinit_encoder, output_width) have results only: they run at tag studies-2026-12.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "studies"
+#: A tiny model in the configs' nested blocks.
+TINY_ENCODER = {"d_model": 16, "d_embedding": 8, "n_layers": 1, "heads": 2}
+TINY_PREDICTOR = {"d_model": 8, "layers": 1, "heads": 2}
+
+
+def _tiny_config(stage: str, tmp_path: Path, particles: int = 20, **data) -> Path:
+    """configs/<stage>/trackml_small.yaml with a tiny model, tiny events and a private cache."""
+    cfg = yaml.safe_load((ROOT / f"configs/{stage}/trackml_small.yaml").read_text())
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": particles},
+                       cache_dir=str(tmp_path / "cache"), **data)
+    init = cfg["model"]["init_args"]
+    init["encoder"] = {**init["encoder"], **TINY_ENCODER}
+    if stage == "pretrain":
+        init.update(predictor=TINY_PREDICTOR, probe_events=1)
+        init["masker"] = {**init["masker"], "min_target_hits": 2}
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _module(name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", name, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_studies_run_as_modules_without_path_hacks():
+    scripts = [*STUDIES.glob("*/*.py"), *STUDIES.glob("*/*.sh")]
+    assert {p.parent.name for p in scripts} >= {"label_efficiency", "track_building",
+                                                "learned_graph", "jepa_objective", "gpu_tracking"}
+    for path in scripts:
+        text = path.read_text()
+        assert "sys.path" not in text and "python benchmarks/" not in text, path
+    for script in STUDIES.glob("*/*.sh"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+@pytest.mark.slow
+def test_label_efficiency_study(tmp_path, monkeypatch):
+    """Pretraining + finetune/scratch arms; ``--ckpt`` fine-tunes from that checkpoint without
+    pretraining again, with nested ``--finetune-overrides`` merged onto the config's block; the
+    supervised reference arm; removed knobs fail before training; ``--replot`` merges the runs."""
+    from studies.label_efficiency import run as le
+
+    pre = _tiny_config("pretrain", tmp_path, num_val=1, num_test=2)
+    ft = _tiny_config("finetune", tmp_path, num_val=1, num_test=2)
+    common = ["--pretrain-config", str(pre), "--finetune-config", str(ft), "--labels", "1",
+              "--seeds", "0", "--finetune-steps", "2", "--accelerator", "cpu"]
+    out = le.main(common + ["--pretrain-steps", "2", "--pretrain-events", "2", "--arms",
+                            "finetune,scratch", "--variants", '{"cells 2x2x1": {"cells": [2, 2, 1]}}',
+                            "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")])
+    assert [(r["arm"], r["variant"]) for r in out["rows"]] == [
+        ("scratch", "none (random init)"), ("finetune", "cells 2x2x1")]
+    for r in out["rows"]:
+        assert 0.0 <= r["edge_auc"] <= 1.0 and 0.0 <= r["trackml_score"] <= 1.0
+    ckpt = tmp_path / "a" / "cells 2x2x1" / "p0" / "pretrained.ckpt"
+    hp = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hp["cells"] == [2, 2, 1] and hp["predictor"]["layers"] == 1
+    stamp = ckpt.stat().st_mtime_ns
+
+    seen = []
+    real = le.finetune_and_test
+
+    def spy(ckpt_path, *args):
+        seen.append((ckpt_path, args[-1]))  # ft_args: what every arm's TrackFinding gets
+        return real(ckpt_path, *args)
+
+    monkeypatch.setattr(le, "finetune_and_test", spy)
+    again = le.main(common + ["--ckpt", str(ckpt), "--arms", "frozen", "--out", str(tmp_path / "b"),
+                              "--finetune-overrides", '{"optim": {"encoder_lr": 1e-4}}',
+                              "--json", str(tmp_path / "b.json")])
+    assert ckpt.stat().st_mtime_ns == stamp  # read, never pretrained or rewritten
+    (row,) = again["rows"]
+    assert row["arm"] == "frozen" and row["ckpt"] == str(ckpt)
+    ((path, ft_args),) = seen
+    assert path == str(ckpt) and ft_args["optim"] == {"encoder_lr": 1e-4, "head_lr": 2e-3}
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["finetune_args"]["head"]["kind"] == "interaction"  # the config's, kept
+    assert saved["encoder_args"]["d_model"] == 16
+    monkeypatch.setattr(le, "finetune_and_test", real)
+
+    # a misspelt arm or a setting removed from main fails before anything is trained
+    for bad in (["--arms", "supervisd"], ["--finetune-overrides", '{"encoder_lr": 1e-4}'],
+                ["--variants", '{"hit queries": {"query": "hit"}}']):
+        with pytest.raises(SystemExit):
+            le.main(common + bad + ["--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+    # the supervised reference: an encoder trained with labels on the pretraining events, saved
+    # so that TrackFinding loads it like a JEPA checkpoint
+    sup = le.main(common + ["--pretrain-steps", "2", "--pretrain-events", "2", "--arms", "supervised",
+                            "--out", str(tmp_path / "c")])
+    (row,) = sup["rows"]
+    name = "supervised (labelled pretraining events)"
+    assert (row["variant"], row["arm"], row["supervised_steps"]) == (name, "finetune", 2)
+    from gnn_jepa.models.checkpoints import load_pretrained_encoder
+    from gnn_jepa.nn.encoder import EncoderConfig
+
+    enc = EncoderConfig(**TINY_ENCODER)
+    loaded = enc.build()
+    load_pretrained_encoder(loaded, str(tmp_path / "c" / name / "p0" / "supervised.ckpt"), expected=enc)
+
+    # --replot: the two saved runs merged into one table and figure
+    merged = le.main(["--replot", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                      "--plot", str(tmp_path / "fig.png"), "--json", str(tmp_path / "merged.json")])
+    assert {(r["variant"], r["arm"]) for r in merged["summary"]} == {
+        ("none (random init)", "scratch"), ("cells 2x2x1", "finetune"), ("checkpoint", "frozen")}
+    assert (tmp_path / "fig.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "merged.json").read_text())["summary"] == merged["summary"]
+
+
+@pytest.mark.slow
+def test_track_building_study(tmp_path):
+    from studies.track_building import run as tb
+
+    cfg = _tiny_config("finetune", tmp_path, num_val=2, num_test=2)
+    out = tb.main(["--config", str(cfg), "--labels", "2", "--steps", "2", "--thresholds", "0.3,0.6",
+                   "--json", str(tmp_path / "tb.json")])
+    rows = out["rows"]
+    assert len(rows) == 2 * 2 * 3 + 2  # labels x builders x (2 cuts + the tuned one) + ceilings
+    ceiling = [r for r in rows if r["edge_label"] == "truth (ceiling)"]
+    assert [r["building"] for r in ceiling] == ["cc", "walkthrough"]
+    for r in ceiling:  # truth scores join only hits of one particle: every track is pure
+        assert r["fake_rate"] == 0.0 and r["trackml_score"] > 0.5
+    for r in rows:
+        assert 0.0 <= r["trackml_score"] <= 1.0
+        assert math.isnan(r["fake_rate"]) or 0.0 <= r["fake_rate"] <= 1.0  # nan: no track built
+        if r.get("validation_tuned"):  # the tuned row repeats its cut's test figures
+            same = [q for q in rows if not q.get("validation_tuned") and q["threshold"] == r["threshold"]
+                    and q["edge_label"] == r["edge_label"] and q["building"] == r["building"]]
+            assert len(same) == 1
+            assert all(same[0][k] == r[k] or math.isnan(r[k]) and math.isnan(same[0][k]) for k in tb.KEYS)
+    assert all(r["steps_done"] == 2 for r in rows if r["edge_label"] != "truth (ceiling)")
+    assert json.loads((tmp_path / "tb.json").read_text())["rows"] == json.loads(json.dumps(rows))
+
+
+@pytest.mark.slow
+def test_jepa_objective_study(tmp_path):
+    import lightning.pytorch as pl
+
+    from gnn_jepa.datamodule import EventDataModule
+    from gnn_jepa.models.jepa import JEPAPretraining
+    from studies.jepa_objective import run as jo
+
+    path = _tiny_config("pretrain", tmp_path, particles=30, num_train=2, num_val=2, num_test=1)
+    cfg = yaml.safe_load(path.read_text())
+    model = JEPAPretraining(**cfg["model"]["init_args"])
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, limit_val_batches=0, enable_model_summary=False)
+    trainer.fit(model, datamodule=EventDataModule(**cfg["data"]))
+    trainer.save_checkpoint(tmp_path / "jepa.ckpt")
+    out = jo.main([str(tmp_path / "jepa.ckpt"), "--config", str(path), "--events", "2", "--draws", "2"])
+    assert out["batches_x_draws"] == 2  # one batch of 2 events x 2 draws
+    for k in ("jepa_loss", "zero_loss", "mean_loss", "occupancy_oracle_loss"):
+        assert out[k] >= 0.0
+    assert 0.0 < out["occupied_fraction"] <= 1.0
+
+
+@pytest.mark.slow
+def test_learned_graph_study(tmp_path):
+    """Through ``python -m``: JSON rows in range, trained embedding and fitted filter written
+    where --save-dir says."""
+    proc = _module("studies.learned_graph.run", "--particles", "100", "--train-events", "1",
+                   "--eval-events", "1", "--filter-events", "1", "--steps", "3",
+                   "--save-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)["results"][0]
+    assert res["particles"] == 100
+    for side in ("learned", "geometric"):
+        for row in res[side]["pair_filtered"]:
+            assert 0.0 <= row["efficiency_pt1"] <= 1.0 and row["mean_degree"] >= 0.0
+    assert (tmp_path / "learned_100.pt").is_file() and (tmp_path / "pair_filter_100.json").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_tracking_study_dry_run_on_cpu(tmp_path):
+    """The track-finding GPU run, tiny and on the CPU: every job ends and reports its figures."""
+    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable,
+           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    proc = subprocess.run(["bash", str(STUDIES / "gpu_tracking" / "run.sh")], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads(proc.stdout) == summary
+    assert sorted(p.name for p in out.iterdir()) == [  # <= 8: what the device tool brings back
+        "a_full_labels_1k.json", "b_full_labels_10k.json", "c_pretrained_10labels_1k.json",
+        "c_scratch_10labels_1k.json", "d_edge_head_10k.json", "logs.tgz", "run.log", "summary.json"]
+    for key in ("a_full_labels_1k", "b_full_labels_10k"):
+        tuned = [r for r in summary[key]["rows"] if r.get("validation_tuned")]
+        ceiling = [r for r in summary[key]["rows"] if r["edge_label"] == "truth (ceiling)"]
+        assert summary[key]["finished"] and len(tuned) == 1 and len(ceiling) == 1, summary[key]
+        assert 0.0 <= tuned[0]["trackml_score"] <= 1.0 and 0.0 < ceiling[0]["trackml_score"] <= 1.0
+        assert tuned[0]["steps_done"] >= 1
+    for key, arm in (("c_scratch", "scratch"), ("c_pretrained", "finetune")):
+        assert summary[key]["finished"] and [r["arm"] for r in summary[key]["runs"]] == [arm, arm]
+    assert [r["head"] for r in summary["d_edge_head_10k"]["rows"]] == ["mlp", "interaction"]
+    log = (out / "run.log").read_text()
+    assert "TIMED OUT" not in log and log.count(" rc=0") == 3 + 5  # 3 preparations, 5 jobs
