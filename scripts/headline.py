@@ -147,7 +147,8 @@ def load(path: str | Path = DEFAULT_HEADLINE) -> dict:
 
 # ---------------------------------------------------------------------------- formatting
 def _num(x: float, unit: str | None) -> str:
-    """One number in its display form: fractions 3 decimals, ms 1 decimal, MiB as GiB."""
+    """One number in its display form: fractions 3 decimals, ms 1 decimal, MiB as GiB, hits/s in
+    millions."""
     if unit is None:
         return f"{x:.3f}"
     if unit == "ms":
@@ -155,7 +156,9 @@ def _num(x: float, unit: str | None) -> str:
     if unit == "MiB":
         return f"{x / 1024:.1f} GiB"
     if unit == "x":
-        return f"{x:g}x"
+        return f"{x:.1f}x" if x != int(x) or x > 100 else f"{x:g}x"
+    if unit == "hits/s":
+        return f"{x / 1e6:.2f} M hits/s"
     return f"{x:g} {unit}"
 
 

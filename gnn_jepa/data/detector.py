@@ -10,7 +10,7 @@ then disks, in the order given to :class:`DetectorGeometry`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -31,21 +31,19 @@ def pseudo_angle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Cylinder:
-    """A barrel layer: the surface ``r = radius, |z| <= half_length``.
+class Layer:
+    """What every sensitive layer carries, whatever its shape (:class:`Cylinder`, :class:`Disk`).
 
     Attributes:
-        radius: cylinder radius in mm.
-        half_length: half of the length along z in mm.
         volume_id: TrackML volume id.
         layer_id: TrackML layer id inside the volume.
         x_over_x0: material crossed at normal incidence, in radiation lengths.
-        module_width: module size along r*phi in mm (sets the number of phi sectors).
-        module_length: module size along z in mm.
+        module_width: module size along r*phi in mm (sets the number of phi sectors; on a disk
+            counted at the mean radius).
+        module_length: module size along the layer's long coordinate in mm (z on a cylinder,
+            r on a disk).
     """
 
-    radius: float
-    half_length: float
     volume_id: int
     layer_id: int
     x_over_x0: float = 0.02
@@ -54,28 +52,23 @@ class Cylinder:
 
 
 @dataclass(frozen=True)
-class Disk:
-    """An endcap layer: the annulus ``z = z, r_min <= r <= r_max``.
+class Cylinder(Layer):
+    """A barrel layer: the surface ``r = radius, |z| <= half_length`` (mm), given by keyword:
+    ``Cylinder(volume_id, layer_id, radius=..., half_length=...)``."""
 
-    Attributes:
-        z: position along the beam in mm (either sign; one :class:`Disk` per side).
-        r_min: inner radius in mm.
-        r_max: outer radius in mm.
-        volume_id: TrackML volume id.
-        layer_id: TrackML layer id inside the volume.
-        x_over_x0: material crossed at normal incidence, in radiation lengths.
-        module_width: module size along r*phi in mm (phi sectors counted at the mean radius).
-        module_length: module size along r in mm.
-    """
+    radius: float = field(kw_only=True)
+    half_length: float = field(kw_only=True)
 
-    z: float
-    r_min: float
-    r_max: float
-    volume_id: int
-    layer_id: int
-    x_over_x0: float = 0.02
-    module_width: float = 17.0
-    module_length: float = 72.0
+
+@dataclass(frozen=True)
+class Disk(Layer):
+    """An endcap layer: the annulus ``z = z, r_min <= r <= r_max`` (mm; ``z`` of either sign, one
+    :class:`Disk` per side), given by keyword: ``Disk(volume_id, layer_id, z=..., r_min=...,
+    r_max=...)``."""
+
+    z: float = field(kw_only=True)
+    r_min: float = field(kw_only=True)
+    r_max: float = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -341,14 +334,14 @@ def trackml_geometry() -> DetectorGeometry:
     cylinders = []
     for radii, half, vol, x0, mw, ml in _TRACKML_BARRELS:
         for k, r in enumerate(radii):
-            cylinders.append(Cylinder(r, half, vol, 2 * (k + 1), x0, mw, ml))
+            cylinders.append(Cylinder(vol, 2 * (k + 1), x0, mw, ml, radius=r, half_length=half))
     disks = []
     for zs, rmin, rmax, vol_neg, vol_pos, x0, mw, ml in _TRACKML_ENDCAPS:
         neg = sorted(-z for z in zs)  # layer ids increase with z on both sides
         for k, z in enumerate(neg):
-            disks.append(Disk(z, rmin, rmax, vol_neg, 2 * (k + 1), x0, mw, ml))
+            disks.append(Disk(vol_neg, 2 * (k + 1), x0, mw, ml, z=z, r_min=rmin, r_max=rmax))
         for k, z in enumerate(sorted(zs)):
-            disks.append(Disk(z, rmin, rmax, vol_pos, 2 * (k + 1), x0, mw, ml))
+            disks.append(Disk(vol_pos, 2 * (k + 1), x0, mw, ml, z=z, r_min=rmin, r_max=rmax))
     return DetectorGeometry(tuple(cylinders), tuple(disks), b_field=2.0, planar=False,
                             name="trackml")
 
@@ -364,6 +357,6 @@ def toy2d_geometry(num_layers: int = 10, r_min: float = 100.0,
         raise ValueError(f"toy2d geometry needs num_layers >= 1 and 0 < r_min <= r_max, got "
                          f"{num_layers}, {r_min}, {r_max}")
     radii = np.linspace(r_min, r_max, num_layers) if num_layers > 1 else np.array([r_min])
-    cylinders = tuple(Cylinder(float(r), 1000.0, 8, 2 * (k + 1), 0.02, 20.0, 2000.0)
+    cylinders = tuple(Cylinder(8, 2 * (k + 1), 0.02, 20.0, 2000.0, radius=float(r), half_length=1000.0)
                       for k, r in enumerate(radii))
     return DetectorGeometry(cylinders, (), b_field=2.0, planar=True, name="toy2d")

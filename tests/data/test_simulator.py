@@ -77,11 +77,11 @@ def test_geometry_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown detector preset 'atlas'"):
         DetectorGeometry.preset("atlas")
     with pytest.raises(ValueError, match="b_field"):
-        DetectorGeometry((Cylinder(10, 10, 1, 2),), b_field=0.0)
+        DetectorGeometry((Cylinder(1, 2, radius=10, half_length=10),), b_field=0.0)
     with pytest.raises(ValueError, match="duplicate"):
-        DetectorGeometry((Cylinder(10, 10, 1, 2), Cylinder(20, 10, 1, 2)))
+        DetectorGeometry((Cylinder(1, 2, radius=10, half_length=10), Cylinder(1, 2, radius=20, half_length=10)))
     with pytest.raises(ValueError, match="r_min < r_max"):
-        DetectorGeometry((), (Disk(100, 50, 40, 1, 2),))
+        DetectorGeometry((), (Disk(1, 2, z=100, r_min=50, r_max=40),))
 
 
 @pytest.mark.parametrize("preset", ["trackml", "toy2d"])
@@ -337,7 +337,8 @@ def test_step_loop_without_material_equals_single_helix():
 
 def test_multiple_scattering_follows_highland():
     """Kink at a thin layer, seen as the direction change at a massless layer 1 mm out."""
-    g = DetectorGeometry((Cylinder(100.0, 1000.0, 8, 2, 0.02), Cylinder(101.0, 1000.0, 8, 4, 0.0)),
+    g = DetectorGeometry((Cylinder(8, 2, 0.02, radius=100.0, half_length=1000.0),
+                          Cylinder(8, 4, 0.0, radius=101.0, half_length=1000.0)),
                          b_field=2.0)
     n, pt = 40000, 1.0
     rng = np.random.default_rng(1)
