@@ -100,7 +100,7 @@ class Pipeline:
 
     def scores(self, d, h: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.head(h, d.edge_index, d.edge_attr)
+            logits = self.head(h, d.edge_index, d.edge_attr, pos=d.pos)
         return torch.sigmoid(logits.float())
 
     def tracks(self, d, scores: torch.Tensor) -> torch.Tensor:

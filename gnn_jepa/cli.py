@@ -28,6 +28,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from gnn_jepa.data.simulator import PRESETS, Simulator, event_seed
 from gnn_jepa.data.trackml import write_event
 from gnn_jepa.datamodule import EventDataModule
+from gnn_jepa.evaluation.fit_graph import main as fit_graph_main
 from gnn_jepa.evaluation.report import write_report
 from gnn_jepa.models.checkpoints import (CheckpointMismatchError, check_checkpoint_fits,
                                          find_last_checkpoint, settings_diff)
@@ -196,6 +197,8 @@ COMMANDS: dict[str, tuple[str, Optional[Callable[[Sequence[str]], None]]]] = {
     "test": ("score track finding on the test events: metrics table, metrics.json, plots", None),
     "predict": ("write reconstructed tracks as TrackML submission CSVs", None),
     "simulate": ("write simulated events as TrackML CSV files", simulate_main),
+    "fit-graph": ("fit the learned graph (hit embedding + layer-pair filter) on your TrackML "
+                  "events", fit_graph_main),
 }
 
 

@@ -11,12 +11,19 @@ attribute          shape        meaning
 ``particle_id``    [N] i64      0 = noise
 ``pt``             [N] f32      transverse momentum of the hit's particle (GeV), 0 for noise
 ``particle_eta``   [N] f32      pseudorapidity of the hit's particle at its vertex, 0 for noise
-``weight``         [N] f32      TrackML score weight of the hit
+``weight``         [N] f32      TrackML score weight of the hit (computed, see below, when
+                                the truth column is missing, blank or all zero)
 ``volume_id``      [N] i64      TrackML volume id
 ``layer_id``       [N] i64      TrackML layer id
 ``hit_order``      [N] i64      index along the particle from its vertex (0 = first), -1 noise
 ``event_id``       [1] i64      event number
 =================  ==========  =====================================================
+
+``weight`` is the truth table's ``weight`` column as it is. An event whose column is
+missing, blank or all zero (an in-memory event of another detector, say; events read by
+:func:`gnn_jepa.data.trackml.read_event` come with the column already filled) gets the
+TrackML weights computed from its truth (:func:`gnn_jepa.data.weights.event_hit_weights`,
+with ``hit_order`` as below), with a :class:`~gnn_jepa.data.weights.ComputedWeightsWarning`.
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ import torch
 from torch_geometric.data import Data
 
 from gnn_jepa.data.event import Event
+from gnn_jepa.data.weights import (bad_weight_row, event_hit_weights, hit_order,
+                                   note_computed_weights, weight_column_problem)
 from gnn_jepa.geometry import cylindrical_np
 
 #: Feature name -> scale dividing the raw value, so every feature is O(1).
@@ -39,24 +48,6 @@ FEATURE_SCALES = {
     "y": 1000.0,
 }
 DEFAULT_FEATURES = ("r", "phi", "z", "eta")
-
-
-def hit_order(particle_id: np.ndarray, dist_from_vertex: np.ndarray) -> np.ndarray:
-    """Index of each hit along its particle, ordered by distance from the particle's vertex.
-
-    Before the first half turn (loopers are cut there) the chord length from the vertex
-    grows monotonically with the arc length, so it orders hits along the trajectory.
-    Noise hits (``particle_id == 0``) get -1.
-    """
-    n = len(particle_id)
-    order = np.full(n, -1, dtype=np.int64)
-    idx = np.lexsort((dist_from_vertex, particle_id))
-    pid_sorted = particle_id[idx]
-    starts = np.r_[0, np.flatnonzero(np.diff(pid_sorted)) + 1]
-    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    order[idx] = np.arange(n) - group_start
-    order[particle_id == 0] = -1
-    return order
 
 
 def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> Data:
@@ -98,6 +89,7 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
     noise = pid == 0
     pt[noise] = 0.0
     peta[noise] = 0.0
+    weight = _weights(event, truth)
 
     return Data(
         pos=torch.from_numpy(np.stack([x, y, z], 1)).float(),
@@ -106,10 +98,27 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
         particle_id=torch.tensor(pid),
         pt=torch.from_numpy(pt).float(),
         particle_eta=torch.from_numpy(peta).float(),
-        weight=torch.tensor(truth["weight"].to_numpy(np.float32)),
+        weight=torch.from_numpy(weight.astype(np.float32)),
         volume_id=torch.tensor(hits["volume_id"].to_numpy(np.int64)),
         layer_id=torch.tensor(hits["layer_id"].to_numpy(np.int64)),
         hit_order=torch.from_numpy(hit_order(pid, dist)),
         event_id=torch.tensor([int(event.event_id)]),
         num_nodes=len(hits),
     )
+
+
+def _weights(event: Event, truth) -> np.ndarray:
+    """The truth weights, or computed ones when the column is missing, blank or all zero."""
+    column = truth["weight"].to_numpy(np.float64) if "weight" in truth.columns else None
+    reason = weight_column_problem(column)
+    if reason is None:
+        bad = bad_weight_row(column)
+        if bad is not None:
+            raise ValueError(f"event {event.event_id}: truth weight of row {bad} (hit_id "
+                             f"{truth['hit_id'].iat[bad]}) is {column[bad]}; TrackML weights are "
+                             "finite and >= 0 (drop the column to have them computed)")
+        return column
+    computed = event_hit_weights(event.hits, truth, event.particles)
+    if column is None or computed.any():  # an all-zero column that stays zero changes nothing
+        note_computed_weights("events converted in memory", f"event {event.event_id}", reason)
+    return computed

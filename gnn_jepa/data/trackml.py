@@ -17,6 +17,15 @@ noise"). :func:`write_event` writes no truth/particles files for such an event.
 
 Every problem with the files raises :class:`TrackMLFormatError` naming the file, the column
 and the offending row/value; "row i" is the 0-based data row, i.e. line i + 2 of the file.
+
+Hit weights: the truth ``weight`` column is kept bit for bit when it has a positive sum (it
+need not sum to 1). When it is missing, blank in every row, or all zero (TrackML-format
+files of another detector often carry zeros), :func:`read_event` computes the TrackML
+weights from the truth and particles as the simulator assigns them
+(:func:`gnn_jepa.data.weights.event_hit_weights`) and says so with a
+:class:`~gnn_jepa.data.weights.ComputedWeightsWarning`: for the first such event of each
+folder, then at the 10th, 100th, ... (:func:`~gnn_jepa.data.weights.note_computed_weights`).
+Some weights non-finite or negative is an error, like any other bad value.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from gnn_jepa.data.event import HIT_COLUMNS, PARTICLE_COLUMNS, TRUTH_COLUMNS, Event
+from gnn_jepa.data.weights import event_hit_weights, note_computed_weights, weight_column_problem
 
 CELL_COLUMNS = ("hit_id", "ch0", "ch1", "value")
 PARTS = ("hits", "truth", "particles", "cells")
@@ -51,6 +61,8 @@ SCHEMA: dict[str, dict[str, np.dtype]] = {
     part: {c: (_INT if c in _INT_COLUMNS else _FLOAT) for c in cols}
     for part, cols in _COLUMNS.items()
 }
+#: Columns a file may lack: a missing truth ``weight`` is computed (see the module doc).
+OPTIONAL_COLUMNS = {"truth": ("weight",)}
 _ID_COLUMN = {"hits": "hit_id", "truth": "hit_id", "particles": "particle_id", "cells": "hit_id"}
 _EVENT_RE = re.compile(r"^event(\d+)$")
 # Up to pandas 3.0 the default float parser can be one ulp off (seen with pandas 3.0.6)
@@ -132,6 +144,8 @@ def _diagnose_dtypes(path: Path, part: str) -> None:
     """
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     for col, dtype in SCHEMA[part].items():
+        if col not in raw.columns:  # an optional column
+            continue
         for i, s in enumerate(raw[col].tolist()):
             if dtype == _INT:
                 ok = bool(_INT_RE.match(s)) and _INT64_MIN <= int(s) <= _INT64_MAX
@@ -157,16 +171,18 @@ def _read_table(path: Path, part: str) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0).columns.tolist()
     except pd.errors.EmptyDataError:
         raise TrackMLFormatError(f"{path}: empty file (no header line)") from None
-    missing = [c for c in SCHEMA[part] if c not in header]
+    optional = OPTIONAL_COLUMNS.get(part, ())
+    missing = [c for c in SCHEMA[part] if c not in header and c not in optional]
     if missing:
         raise TrackMLFormatError(f"{path}: missing column(s) {missing}; found {header}")
+    dtypes = {c: t for c, t in SCHEMA[part].items() if c in header}
     try:
-        df = pd.read_csv(path, dtype=SCHEMA[part], **_EXACT_FLOATS)
+        df = pd.read_csv(path, dtype=dtypes, **_EXACT_FLOATS)
     except (ValueError, OverflowError) as err:
         _diagnose_dtypes(path, part)
         raise TrackMLFormatError(f"{path}: cannot parse ({err})") from err
     extra = [c for c in df.columns if c not in SCHEMA[part]]
-    return df[list(SCHEMA[part]) + extra]
+    return df[[c for c in SCHEMA[part] if c in dtypes] + extra]
 
 
 def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
@@ -182,12 +198,13 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
 
     Returns:
         The :class:`Event`, columns in canonical order and dtypes (extra columns kept
-        after them).
+        after them). A truth ``weight`` column that is missing, blank or all zero comes
+        back filled with computed TrackML weights (see the module doc).
 
     Raises:
         TrackMLFormatError: a missing/empty file, a missing column, a non-numeric or
-            non-finite value, duplicate ids, truth rows that do not match the hits row for
-            row, or a truth particle absent from the particles table.
+            non-finite value, a negative weight, duplicate ids, truth rows that do not match
+            the hits row for row, or a truth particle absent from the particles table.
     """
     prefix = Path(prefix)
     unknown = [p for p in parts if p not in PARTS]
@@ -213,9 +230,54 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
                 f"{prefix}-{part}.csv nor {prefix}-{part}.csv.gz exists")
         tables[part] = _read_table(path, part)
         sources[part] = str(path)
+    reason = _stub_weights(tables["truth"]) if "truth" in parts else None
     _validate(tables, sources, truth_known="truth" in parts, particles_known="particles" in parts)
+    if "truth" in parts:
+        _complete_weights(prefix, tables, sources, reason, particles_known="particles" in parts)
     return Event(hits=tables["hits"], truth=tables["truth"], particles=tables["particles"],
                  event_id=event_id, cells=tables["cells"])
+
+
+def _stub_weights(truth: pd.DataFrame) -> str | None:
+    """Why the truth weights must be computed, if the column is missing or blank; such a
+    column is replaced by zeros (in place, canonical position) until they are."""
+    column = truth["weight"].to_numpy() if "weight" in truth.columns else None
+    reason = weight_column_problem(column)
+    if reason is None or reason == "sums to 0":
+        return reason
+    if column is None:
+        truth.insert(list(SCHEMA["truth"]).index("weight"), "weight", np.zeros(len(truth)))
+    else:
+        truth["weight"] = np.zeros(len(truth))
+    return reason
+
+
+def _complete_weights(prefix: Path, tables: dict, sources: dict[str, str], reason: str | None,
+                      *, particles_known: bool) -> None:
+    """Fill a truth ``weight`` column that is missing, blank or all zero with computed weights.
+
+    The particles table is needed for the particles' vertices and momenta: when it was not
+    asked for, it is read here if its file exists (else :func:`event_hit_weights` estimates
+    both from the truth).
+    """
+    truth = tables["truth"]
+    if reason is None:
+        reason = weight_column_problem(truth["weight"].to_numpy())
+    if reason is None:
+        return
+    particles = tables["particles"] if particles_known else None
+    if particles is None:
+        path = _locate(prefix, "particles")
+        if path is not None:
+            particles = _read_table(path, "particles")
+            _validate({"hits": tables["hits"], "truth": truth, "particles": particles,
+                       "cells": None}, {**sources, "particles": str(path)},
+                      truth_known=True, particles_known=True)
+    weights = event_hit_weights(tables["hits"], truth, particles)
+    if reason == "sums to 0" and not weights.any():
+        return  # no particle with >= 4 hits: zero is the right weight of every hit
+    truth["weight"] = weights
+    note_computed_weights(str(prefix.parent), sources["truth"], reason)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -244,11 +306,20 @@ def _validate(tables: dict[str, pd.DataFrame | None], sources: dict[str, str], *
             if dtype != _FLOAT:
                 continue
             bad = np.flatnonzero(~np.isfinite(df[col].to_numpy()))
+            hint = (" (TrackML weights are finite and >= 0; leave the column out, or all zero, "
+                    "to have them computed)") if col == "weight" else ""
             if len(bad):
                 i = int(bad[0])
                 raise TrackMLFormatError(
                     f"{src(part)}: column '{col}' {_row_desc(df, part, i)}: non-finite value "
-                    f"{df[col].iat[i]} ({len(bad)} such rows)")
+                    f"{df[col].iat[i]} ({len(bad)} such rows){hint}")
+            if col == "weight":
+                bad = np.flatnonzero(df[col].to_numpy() < 0)
+                if len(bad):
+                    i = int(bad[0])
+                    raise TrackMLFormatError(
+                        f"{src(part)}: column '{col}' {_row_desc(df, part, i)}: negative weight "
+                        f"{df[col].iat[i]} ({len(bad)} such rows){hint}")
 
     hits, truth, particles, cells = (tables["hits"], tables["truth"], tables["particles"],
                                      tables["cells"])

@@ -93,7 +93,8 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
     for radius in radii:
         for cap in caps:
             found_hi = seg_hi = found = seg = pure = edges = 0.0
-            degree = score = dm = 0.0
+            degree = 0.0
+            scores, dms = [], []
             t0 = time.perf_counter()
             for d in datas:
                 ei = radius_graph(frame.coords(d.pos), radius, periods=frame.periods,
@@ -104,8 +105,12 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
                     ei = union_edges([ei] + [u.edges(d) for u in union], d.num_nodes)
                 if ceiling:
                     c = tracking_ceiling(d, ei, pt_min=pt_min)
-                    score += c["trackml_score"]
-                    dm += c["dm_efficiency"]
+                    # an event without a score (weights sum to 0) or without a
+                    # reconstructable particle has nothing to average in
+                    if c["trackml_score"] is not None:
+                        scores.append(c["trackml_score"])
+                    if not math.isnan(c["dm_efficiency"]):
+                        dms.append(c["dm_efficiency"])
                 m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt, pt_min=pt_min)
                 found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"] \
                     if m["num_segments_pt_min"] else 0.0
@@ -126,7 +131,9 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
                 "seconds_per_event": (time.perf_counter() - t0) / n,
             })
             if ceiling:
-                rows[-1].update(ceiling_trackml_score=score / n, ceiling_dm_efficiency=dm / n)
+                rows[-1].update(ceiling_trackml_score=sum(scores) / len(scores) if scores else math.nan,
+                                ceiling_dm_efficiency=sum(dms) / len(dms) if dms else math.nan,
+                                ceiling_events=len(scores))
     return rows
 
 

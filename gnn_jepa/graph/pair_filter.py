@@ -19,6 +19,13 @@ and a largest slope; :meth:`LayerPairFilter.apply` keeps an edge when its layer 
 seen and its z0 and slope lie inside the pair's window. Pairs with ``r2 == r1`` have no
 z0 (infinite) and are always rejected.
 
+A filter only knows the (volume, layer) ids of its fitting events. Hits on any other id (a
+filter fitted on another detector, or on another numbering of the same one) lose every
+candidate edge; the first event where that happens raises an :class:`UnseenLayerWarning`
+(once per filter instance, so once per ``BuildGraph``) naming the unknown ids and counting
+the hits and candidate edges affected (:meth:`LayerPairFilter.unseen_layers`). Fit a filter
+on the detector's own events: ``gnn-jepa fit-graph``.
+
 Saved as small JSON (:meth:`LayerPairFilter.save`, format tag :data:`FORMAT_TAG`) and used by
 ``BuildGraph(..., pair_filter=path)``.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +43,7 @@ from gnn_jepa.geometry import cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.presets import file_digest, resolve_artifact
 
-__all__ = ["FORMAT_TAG", "LayerPairFilter", "pair_geometry", "pair_key"]
+__all__ = ["FORMAT_TAG", "LayerPairFilter", "UnseenLayerWarning", "pair_geometry", "pair_key"]
 
 #: Tag stored in every saved filter; loading anything else fails.
 FORMAT_TAG = "gnn_jepa.LayerPairFilter/1"
@@ -44,6 +52,15 @@ FORMAT_TAG = "gnn_jepa.LayerPairFilter/1"
 # (TrackML ids are < 100), so lookups are one searchsorted over a sorted key table.
 _ID_BITS = 15
 _ID_MAX = 1 << _ID_BITS
+
+
+#: Unknown (volume, layer) ids listed by name in the warning; more are counted.
+_LIST_IDS = 20
+
+
+class UnseenLayerWarning(UserWarning):
+    """A :class:`LayerPairFilter` met hits on (volume, layer) ids it never saw in fitting:
+    every candidate edge touching them is dropped."""
 
 
 def pair_key(v1, l1, v2, l2):
@@ -154,6 +171,10 @@ class LayerPairFilter:
         self.config = dict(config or {})
         self.path: str | None = None
         self.digest: str | None = None
+        # packed (volume, layer) ids at either end of a fitted pair, sorted
+        self.known_ids = torch.unique(torch.cat([keys // (_ID_MAX * _ID_MAX),
+                                                 keys % (_ID_MAX * _ID_MAX)]))
+        self._warned = False
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -229,9 +250,50 @@ class LayerPairFilter:
         return cls(uniq, lo, hi, smax, counts, config)
 
     # ------------------------------------------------------------------ applying
+    def unseen_layers(self, data, edge_index: torch.Tensor | None = None) -> dict | None:
+        """Hits on (volume, layer) ids that no fitted layer pair contains, or None if none.
+
+        Returns:
+            ``{"ids": [(volume, layer), ...] sorted, "hits": hits on them, "num_hits": N}``
+            plus, with ``edge_index``, ``"edges"`` (edges with an end on such a hit: the
+            filter drops them all) and ``"num_edges"`` (E).
+        """
+        _check_data(data, "LayerPairFilter")
+        ids = data.volume_id * _ID_MAX + data.layer_id
+        unknown = ~torch.isin(ids, self.known_ids.to(ids.device))
+        hits = int(unknown.sum())
+        if hits == 0:
+            return None
+        out = {"ids": [(k // _ID_MAX, k % _ID_MAX) for k in torch.unique(ids[unknown]).tolist()],
+               "hits": hits, "num_hits": int(ids.numel())}
+        if edge_index is not None:
+            unknown = unknown.to(edge_index.device)
+            out["edges"] = int((unknown[edge_index[0]] | unknown[edge_index[1]]).sum())
+            out["num_edges"] = int(edge_index.shape[1])
+        return out
+
+    def _warn_unseen(self, data, edge_index: torch.Tensor) -> None:
+        info = self.unseen_layers(data, edge_index)
+        if info is None:
+            return
+        self._warned = True
+        ids = ", ".join(f"({v}, {lay})" for v, lay in info["ids"][:_LIST_IDS])
+        if len(info["ids"]) > _LIST_IDS:
+            ids += f", ... ({len(info['ids'])} in all)"
+        warnings.warn(
+            f"{self!r} never saw (volume, layer) ids {ids} in fitting: {info['hits']} of the "
+            f"{info['num_hits']} hits lie on them, and {info['edges']} of the "
+            f"{info['num_edges']} candidate edges touch those hits and are all dropped. Was "
+            f"the filter fitted on another detector or layer numbering? Fit one on these "
+            f"events: `gnn-jepa fit-graph`. (Warned once per filter.)",
+            UnseenLayerWarning, stacklevel=3)
+
     def apply(self, data, edge_index: torch.Tensor) -> torch.Tensor:
         """Keep mask [E] bool: the edge's layer pair is known and its z0 and |dphi/dr| lie in
         the pair's window (inclusive). Self-loops and pairs with ``r2 == r1`` are rejected.
+
+        The first call (per filter instance) that meets hits on (volume, layer) ids the
+        filter never saw raises an :class:`UnseenLayerWarning` (:meth:`unseen_layers`).
 
         Args:
             data: Data with ``pos``, ``volume_id``, ``layer_id``.
@@ -241,6 +303,8 @@ class LayerPairFilter:
         if edge_index.dim() != 2 or edge_index.shape[0] != 2 or edge_index.dtype != torch.long:
             raise ValueError(f"LayerPairFilter: edge_index must be [2, E] int64, got "
                              f"{tuple(edge_index.shape)} {edge_index.dtype}")
+        if not self._warned:
+            self._warn_unseen(data, edge_index)
         dev = edge_index.device
         num_edges = edge_index.shape[1]
         keep = torch.zeros(num_edges, dtype=torch.bool, device=dev)

@@ -53,7 +53,10 @@ class BuildGraph(BaseTransform):
             (and its neighbour cap) only the edges it keeps remain (self-loops are kept
             when ``loop``); then features and labels. Needs ``data.volume_id`` and
             ``data.layer_id``. Its decision does not depend on edge direction, so an
-            undirected graph stays undirected.
+            undirected graph stays undirected. Hits on (volume, layer) ids the filter never
+            saw in fitting lose all their edges, and the first event holding such hits
+            raises an :class:`~gnn_jepa.graph.pair_filter.UnseenLayerWarning` (once per
+            BuildGraph and per filter; ``gnn-jepa fit-graph`` fits one for a new detector).
         union: more graphs whose edges are added to this one's, each a dict of these same
             arguments (without ``union``), e.g. a narrow graph that keeps the high-pT
             segments plus a sparse one that keeps low-pT segments. Each member builds its

@@ -5,11 +5,13 @@ kept fixed (``frozen``: only the head learns), or trained from a random init (``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,8 @@ from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.tracking.building import (TrackBuildingConfig, build_tracks, hit_order_key,
                                         to_submission_ids)
-from gnn_jepa.tracking.metrics import edge_metrics, summarize_events, trackml_score
+from gnn_jepa.tracking.metrics import (edge_metrics, summarize_events, top1_next_hit, trackml_score,
+                                       trackml_score_defined)
 
 MODES = ("finetune", "frozen", "scratch")
 EDGE_LABELS = ("particle", "segment")
@@ -108,7 +111,7 @@ class TrackFinding(pl.LightningModule):
             self.encoder.train(was_training)
         else:
             h = self.encoder(data.x, data.edge_index, ea)
-        return self.head(h, data.edge_index, ea)
+        return self.head(h, data.edge_index, ea, pos=data.pos)
 
     def edge_targets(self, data) -> torch.Tensor:
         """Truth label of every edge of ``data`` under ``edge_label`` ([E] float)."""
@@ -137,12 +140,15 @@ class TrackFinding(pl.LightningModule):
         logits = self(batch)
         y = self.edge_targets(batch)
         loss = self.edge_loss(logits, y)
-        m = edge_metrics(torch.sigmoid(logits).float().cpu().numpy(), y.cpu().numpy(),
-                         self.threshold)
+        scores = torch.sigmoid(logits).float()
+        m = edge_metrics(scores.cpu().numpy(), y.cpu().numpy(), self.threshold)
+        m["top1"] = top1_next_hit(scores.cpu().numpy(), batch.edge_index.cpu().numpy(),
+                                  y.cpu().numpy(), hit_order_key(batch.pos).cpu().numpy())
         bs = int(batch.num_graphs)
         self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for k in ("auc", "efficiency", "purity"):
-            self.log(f"val/edge_{k}", float(m[k]), batch_size=bs, sync_dist=True)
+        for k in ("auc", "efficiency", "purity", "top1"):
+            if math.isfinite(m[k]):  # AUC is undefined on a batch with one class
+                self.log(f"val/edge_{k}", float(m[k]), batch_size=bs, sync_dist=True)
         if self.tracks.tune_threshold:
             self._val_events.append(self._event_arrays(batch, torch.sigmoid(logits.float())))
 
@@ -157,20 +163,33 @@ class TrackFinding(pl.LightningModule):
         if not self.tracks.tune_threshold or self.trainer.sanity_checking:
             return
         grid = self.tracks.threshold_grid
-        # per threshold: summed event scores and the event count, reduced over DDP ranks
-        totals = torch.zeros(len(grid) + 1, dtype=torch.float64)
+        # per threshold: summed scores of the events that have one; then the count of those
+        # events and of the events without a score (weights summing to 0), reduced over ranks
+        totals = torch.zeros(len(grid) + 2, dtype=torch.float64)
         for b in events:
             ptr = b["ptr"].tolist()
+            pid, w = b["particle_id"].numpy(), b["weight"].numpy()
+            scored = [slice(ptr[k], ptr[k + 1]) for k in range(len(ptr) - 1)
+                      if trackml_score_defined(w[ptr[k]:ptr[k + 1]])]
+            totals[-2] += len(scored)
+            totals[-1] += len(ptr) - 1 - len(scored)
+            if not scored:
+                continue
             for i, thr in enumerate(grid):
                 tid = self.reconstruct(b, b["scores"], threshold=thr).numpy()
-                for k in range(len(ptr) - 1):
-                    sl = slice(ptr[k], ptr[k + 1])
-                    totals[i] += trackml_score(tid[sl], b["particle_id"][sl].numpy(), b["weight"][sl].numpy())
-            totals[-1] += len(ptr) - 1
+                totals[i] += sum(trackml_score(tid[sl], pid[sl], w[sl]) for sl in scored)
         totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
-        if totals[-1] == 0:
+        n_scored, n_unscored = int(totals[-2]), int(totals[-1])
+        if n_unscored:
+            rank_zero_warn(f"{n_unscored} of {n_scored + n_unscored} validation events have no "
+                           "TrackML score (hit weights sum to 0: no particle with >= 4 hits) and "
+                           "are left out of the threshold tuning" + (
+                               "" if n_scored else f"; none is left, so the cut stays at {self.threshold}"))
+        if n_scored == 0:
             return
-        means = totals[:-1] / totals[-1]
+        means = totals[:len(grid)] / n_scored
+        if not torch.isfinite(means).all():
+            raise RuntimeError(f"threshold tuning: non-finite mean TrackML scores {means.tolist()}")
         best = int(torch.argmax(means))  # ties: the lowest threshold
         self.tuned_threshold.fill_(float(grid[best]))
         self.log("val/threshold", float(grid[best]), rank_zero_only=True)
@@ -223,7 +242,7 @@ class TrackFinding(pl.LightningModule):
         summary = summarize_events(events, edges, pt_min=self.hparams.pt_min,
                                    min_hits=self.tracks.min_hits, threshold=self.threshold)
         for k, v in summary["metrics"].items():
-            if isinstance(v, (int, float)):
+            if isinstance(v, (int, float)) and math.isfinite(v):
                 self.log(f"test/{k}", float(v), sync_dist=True)
         self.test_summary = summary
 

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from gnn_jepa.nn.segment_pairs import SegmentPairEdgeHead
+
 
 class EdgeHead(nn.Module):
     r"""MLP on the two hits' embeddings and the edge features.
@@ -39,8 +41,9 @@ class EdgeHead(nn.Module):
             if isinstance(m, nn.Linear):
                 m.reset_parameters()
 
-    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
-        """Return one logit per edge, [E]."""
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                pos: Tensor | None = None) -> Tensor:
+        """Return one logit per edge, [E] (``pos`` is not used)."""
         hi, hj = h[edge_index[0]], h[edge_index[1]]
         parts = [hi, hj, (hi - hj).abs(), hi * hj]
         if self.d_edge:
@@ -101,8 +104,9 @@ class InteractionEdgeHead(nn.Module):
             if isinstance(m, (nn.Linear, nn.LayerNorm)):
                 m.reset_parameters()
 
-    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
-        """Return one logit per edge, [E]."""
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                pos: Tensor | None = None) -> Tensor:
+        """Return one logit per edge, [E] (``pos`` is not used)."""
         src, dst = edge_index
         n = self.node_in(h)
         parts = [h[src], h[dst]] + ([edge_attr] if self.d_edge else [])
@@ -120,8 +124,8 @@ class InteractionEdgeHead(nn.Module):
                 f"hidden={self.hidden}, rounds={self.rounds})")
 
 
-#: Edge heads by name (``TrackFinding(head=...)``).
-EDGE_HEADS = ("mlp", "interaction")
+#: Edge heads by name (``HeadConfig.kind``).
+EDGE_HEADS = ("mlp", "interaction", "segment_pairs")
 
 
 @dataclass(frozen=True)
@@ -129,17 +133,21 @@ class HeadConfig:
     """The edge head of track finding (a nested ``head:`` block in configs).
 
     Args:
-        kind: ``"mlp"`` (:class:`EdgeHead`: each edge judged alone) or ``"interaction"``
-            (:class:`InteractionEdgeHead`: edges and hits exchange messages first).
+        kind: ``"mlp"`` (:class:`EdgeHead`: each edge judged alone), ``"interaction"``
+            (:class:`InteractionEdgeHead`: edges and hits exchange messages first) or
+            ``"segment_pairs"`` (:class:`~gnn_jepa.nn.segment_pairs.SegmentPairEdgeHead`:
+            segments exchange messages with their continuations through the shared hit).
         hidden: hidden width.
         layers: MLP depth (``mlp`` only).
-        rounds: message-passing rounds (``interaction`` only).
+        rounds: message-passing rounds (``interaction``, ``segment_pairs``).
+        pairs_per_segment: continuations kept per segment and direction (``segment_pairs``).
     """
 
     kind: str = "mlp"
     hidden: int = 64
     layers: int = 2
     rounds: int = 3
+    pairs_per_segment: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in EDGE_HEADS:
@@ -148,4 +156,6 @@ class HeadConfig:
     def build(self, d_embedding: int, d_edge: int) -> nn.Module:
         if self.kind == "mlp":
             return EdgeHead(d_embedding, d_edge, self.hidden, self.layers)
-        return InteractionEdgeHead(d_embedding, d_edge, self.hidden, self.rounds)
+        if self.kind == "interaction":
+            return InteractionEdgeHead(d_embedding, d_edge, self.hidden, self.rounds)
+        return SegmentPairEdgeHead(d_embedding, self.hidden, self.rounds, self.pairs_per_segment)

@@ -22,7 +22,10 @@ Metrics:
   sum(weight)`` — the challenge's definition (its "good" track is our DM match). Noise
   and particles with < 4 hits carry zero weight through
   :func:`gnn_jepa.data.weights.trackml_hit_weights`; a noise-majority track never
-  counts, whatever weights are passed.
+  counts, whatever weights are passed. An event whose weights sum to 0 (only noise and
+  particles with < 4 hits) has **no score**: 0/0 is not 0 (nothing was missed) nor 1, so
+  :func:`trackml_score` raises :class:`UndefinedScoreError`, :func:`tracking_metrics` gives
+  ``None``, and :func:`summarize_events` averages over the events that have a score.
 * DM efficiency ``= #reconstructable particles DM-matched by a track of >= min_track_hits
   hits / #reconstructable``, reconstructable = not noise, ``pT > pt_min``, ``>= min_hits``
   hits (and ``|eta| < eta_max`` when given).
@@ -35,7 +38,9 @@ Metrics:
 * Duplicate rate ``= #reconstructable particles purity-matched by >= 2 tracks (>=
   min_track_hits hits) / #reconstructable particles purity-matched by >= 1 such track``.
 
-Empty denominators give ``nan``.
+The other metrics give ``nan`` for an empty denominator (no particle, track or edge to
+count); :func:`gnn_jepa.evaluation.report.write_report` writes those as JSON ``null`` with
+the reason.
 """
 from __future__ import annotations
 
@@ -130,6 +135,29 @@ def match_tracks(track_id: Any, particle_id: Any, min_track_hits: int = 3) -> di
     return {k: v[keep] for k, v in table.items()}
 
 
+class UndefinedScoreError(ValueError):
+    """The TrackML score of an event is undefined: its hit weights sum to 0."""
+
+
+def _check_weights(w: np.ndarray) -> float:
+    """Sum of TrackML hit weights, which must be finite and >= 0 (``ValueError`` naming the hit)."""
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"TrackML hit weights must be finite and >= 0: weight[{i}] = {w[i]} "
+                         f"({len(bad)} such hits)")
+    return float(w.sum())
+
+
+def trackml_score_defined(weight: Any) -> bool:
+    """Whether an event with these hit weights has a TrackML score (the weights sum to > 0).
+
+    Raises:
+        ValueError: a weight is negative or not finite.
+    """
+    return _check_weights(_np(weight, "weight", np.float64)) > 0
+
+
 def trackml_score(track_id: Any, particle_id: Any, weight: Any) -> float:
     """The TrackML challenge score of one event.
 
@@ -143,15 +171,24 @@ def trackml_score(track_id: Any, particle_id: Any, weight: Any) -> float:
         weight: [N] TrackML hit weights (:func:`~gnn_jepa.data.weights.trackml_hit_weights`).
 
     Returns:
-        The score in [0, 1]; ``nan`` when all weights are zero.
+        The score in [0, 1].
+
+    Raises:
+        UndefinedScoreError: the weights sum to 0 (the event holds only noise and particles
+            with fewer than 4 hits, or its truth weights were all zero): nothing to score.
+            :func:`trackml_score_defined` tells beforehand.
+        ValueError: a weight is negative or not finite, or the arrays differ in length.
     """
     t = _np(track_id, "track_id", np.int64)
     p = _np(particle_id, "particle_id", np.int64)
     w = _np(weight, "weight", np.float64)
     _same_length(track_id=t, particle_id=p, weight=w)
-    total = float(w.sum())
+    total = _check_weights(w)
     if total <= 0:
-        return math.nan
+        raise UndefinedScoreError(
+            f"TrackML score undefined: the {len(w)} hit weights sum to 0 (no particle with >= 4 "
+            "hits, or truth weights all zero; gnn_jepa.data.weights.event_hit_weights computes "
+            "them)")
     table = _track_table(t, p, w)
     return float(table["major_weight"][table["dm_matched"]].sum() / total)
 
@@ -188,7 +225,7 @@ def _ratio(num: int, den: int) -> float:
 
 def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight: Any, *,
                      pt_min: float = 1.0, min_hits: int = 3, min_track_hits: int = 3,
-                     eta_max: float | None = None) -> dict[str, float | int]:
+                     eta_max: float | None = None) -> dict[str, float | int | None]:
     """Event-level tracking metrics (definitions in the module docstring).
 
     Args:
@@ -203,10 +240,11 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
         eta_max: if given, reconstructable particles also have ``|eta| < eta_max``.
 
     Returns:
-        ``trackml_score``, ``dm_efficiency``, ``fake_rate``, ``unmatched_rate``, ``duplicate_rate`` (floats) and
-        the counts behind them: ``n_tracks`` (tracks with >= min_track_hits hits),
-        ``n_fake``, ``n_unmatched``, ``n_particles`` (reconstructable), ``n_matched``, ``n_purity_matched``,
-        ``n_duplicated``.
+        ``trackml_score`` (``None`` when the weights sum to 0: see :func:`trackml_score`),
+        ``dm_efficiency``, ``fake_rate``, ``unmatched_rate``, ``duplicate_rate`` (floats,
+        ``nan`` for an empty denominator) and the counts behind them: ``n_tracks`` (tracks
+        with >= min_track_hits hits), ``n_fake``, ``n_unmatched``, ``n_particles``
+        (reconstructable), ``n_matched``, ``n_purity_matched``, ``n_duplicated``.
     """
     t = _np(track_id, "track_id", np.int64)
     p = _np(particle_id, "particle_id", np.int64)
@@ -214,6 +252,7 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
     eta_ = _np(eta, "eta", np.float64)
     w = _np(weight, "weight", np.float64)
     _same_length(track_id=t, particle_id=p, pt=pt_, eta=eta_, weight=w)
+    score = trackml_score(t, p, w) if trackml_score_defined(w) else None
     parts = _particle_table(t, p, pt_, eta_, min_track_hits)
     tracks, considered = parts["tracks"], parts["considered"]
     recon = _reconstructable(parts, pt_min, min_hits, eta_max)
@@ -225,7 +264,7 @@ def tracking_metrics(track_id: Any, particle_id: Any, pt: Any, eta: Any, weight:
     n_pm = int((recon & (parts["n_purity_tracks"] >= 1)).sum())
     n_dup = int((recon & (parts["n_purity_tracks"] >= 2)).sum())
     return {
-        "trackml_score": trackml_score(t, p, w),
+        "trackml_score": score,
         "dm_efficiency": _ratio(n_matched, n_particles),
         "fake_rate": _ratio(n_fake, n_tracks),
         "unmatched_rate": _ratio(n_unmatched, n_tracks),
@@ -338,7 +377,46 @@ def edge_metrics(scores: Any, labels: Any, threshold: float = 0.5) -> dict[str, 
             "purity": _ratio(tp, int(pred.sum()))}
 
 
+def top1_next_hit(scores: Any, edge_index: Any, labels: Any, order_key: Any) -> float:
+    """Fraction of hits whose best-scoring outward edge is a true one.
+
+    An edge is outward from the hit nearer the origin by ``order_key`` (the order the
+    walkthrough builder follows; ties broken by hit index), so each hit pair of an undirected
+    graph counts once, with the score of its outward direction. Among the hits that have at
+    least one true outward edge in the graph, the fraction whose highest-scoring outward edge
+    (any score, no cut) is true: what a builder that follows each hit's best continuation
+    gets right. ``nan`` when no hit has a true outward edge.
+
+    Args:
+        scores: [E] edge scores. edge_index: [2, E]. labels: [E] truth (segment labels).
+        order_key: [N] per-hit order (e.g. distance from the origin).
+    """
+    s = _np(scores, "scores", np.float64)
+    ei = np.asarray(edge_index.cpu() if hasattr(edge_index, "cpu") else edge_index, dtype=np.int64)
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise ValueError(f"edge_index must be [2, E], got shape {ei.shape}")
+    y = _np(labels, "labels").astype(bool)
+    key = _np(order_key, "order_key", np.float64)
+    _same_length(scores=s, labels=y, edges=ei[0])
+    src, dst = ei
+    outward = (key[src] < key[dst]) | ((key[src] == key[dst]) & (src < dst))
+    src, s, y = src[outward], s[outward], y[outward]
+    if not y.any():
+        return float("nan")
+    has_true = np.zeros(len(key), dtype=bool)
+    has_true[src[y]] = True
+    order = np.lexsort((-s, src))  # by hit, best score first
+    src_o, y_o = src[order], y[order]
+    first = np.ones(len(src_o), dtype=bool)
+    first[1:] = src_o[1:] != src_o[:-1]
+    best_src, best_true = src_o[first], y_o[first]
+    counted = has_true[best_src]
+    return float(best_true[counted].mean())
+
+
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
@@ -351,9 +429,9 @@ def _fmt(value: Any) -> str:
 def format_table(metrics: Mapping[str, Any]) -> str:
     """Render metrics as a plain-text table.
 
-    Scalars become ``name | value`` rows (floats to 4 decimals); nested mappings are
-    flattened as ``outer.inner``; a list of row dicts (e.g. :func:`efficiency_table`) is
-    rendered as its own sub-table under its name.
+    Scalars become ``name | value`` rows (floats to 4 decimals, ``None`` as ``n/a``); nested
+    mappings are flattened as ``outer.inner``; a list of row dicts (e.g.
+    :func:`efficiency_table`) is rendered as its own sub-table under its name.
     """
     scalars: list[tuple[str, str]] = []
     tables: list[tuple[str, list[Mapping[str, Any]]]] = []
@@ -412,18 +490,36 @@ def summarize_events(events: list[dict], edges: list[dict] | None = None, *, pt_
                      min_hits: int = 3, threshold: float = 0.5) -> dict:
     """Metrics over a set of test events.
 
-    The TrackML score is computed per event (its weights sum to one per event) and averaged;
-    efficiencies, fake and duplicate rates pool all particles and tracks of all events.
+    The TrackML score is computed per event (its weights sum to one per event) and averaged
+    over the events that have one: ``trackml_score_events`` of them (an event whose weights
+    sum to 0 has no score, see :func:`trackml_score`). With none, ``trackml_score`` and
+    ``trackml_score_std`` are ``None`` and ``undefined`` says why. Efficiencies, fake and
+    duplicate rates pool all particles and tracks of all events.
+
+    Returns:
+        ``metrics`` (the :func:`tracking_metrics` keys plus ``trackml_score_std``,
+        ``trackml_score_events``, ``num_events``, ``threshold`` and, with ``edges``, the
+        ``edge_*`` keys of :func:`edge_metrics`), ``efficiency_vs_pt``, ``efficiency_vs_eta``
+        (rows of :func:`efficiency_table`) and ``undefined``: ``{"metrics.<key>": reason}``
+        for each metric left ``None``.
     """
     if not events:
         raise ValueError("no test events to summarise")
-    scores = [tracking_metrics(e["track_id"], e["particle_id"], e["pt"], e["eta"], e["weight"],
-                               pt_min=pt_min, min_hits=min_hits)["trackml_score"] for e in events]
+    scores = [trackml_score(e["track_id"], e["particle_id"], e["weight"]) for e in events
+              if trackml_score_defined(e["weight"])]
     cat = _concatenate(events)
     pooled = tracking_metrics(cat["track_id"], cat["particle_id"], cat["pt"], cat["eta"],
                               cat["weight"], pt_min=pt_min, min_hits=min_hits)
-    pooled["trackml_score"] = float(np.mean(scores))
-    pooled["trackml_score_std"] = float(np.std(scores))
+    undefined = {}
+    if scores:
+        pooled["trackml_score"] = float(np.mean(scores))
+        pooled["trackml_score_std"] = float(np.std(scores))
+    else:
+        pooled["trackml_score"] = pooled["trackml_score_std"] = None
+        reason = (f"no event has a TrackML score: the hit weights of all {len(events)} events "
+                  "sum to 0 (no particle with >= 4 hits, or truth weights all zero)")
+        undefined = {"metrics.trackml_score": reason, "metrics.trackml_score_std": reason}
+    pooled["trackml_score_events"] = len(scores)
     pooled["num_events"] = len(events)
     pooled["threshold"] = float(threshold)  # the edge-score cut the tracks were built with
     if edges:
@@ -434,4 +530,5 @@ def summarize_events(events: list[dict], edges: list[dict] | None = None, *, pt_
                              by="pt", pt_min=0.0, min_hits=min_hits)
     by_eta = efficiency_table(cat["track_id"], cat["particle_id"], cat["pt"], cat["eta"], ETA_BINS,
                               by="eta", pt_min=pt_min, min_hits=min_hits)
-    return {"metrics": pooled, "efficiency_vs_pt": by_pt, "efficiency_vs_eta": by_eta}
+    return {"metrics": pooled, "efficiency_vs_pt": by_pt, "efficiency_vs_eta": by_eta,
+            "undefined": undefined}

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pandas.testing import assert_frame_equal
 
+from gnn_jepa.data.convert import event_to_data
+from gnn_jepa.data.dataset import EventDataset, EventSource
 from gnn_jepa.data.event import Event
+from gnn_jepa.data.simulator import Simulator
 from gnn_jepa.data.trackml import (TrackMLFormatError, event_prefix, list_events,
-                                   parse_event_id, read_event, write_event)
+                                   parse_event_id, read_event, read_events, write_event)
+from gnn_jepa.data.weights import ComputedWeightsWarning, computed_weight_counts
 
 # Official-looking TrackML files (column order and formats of the challenge's CSVs).
 # Particle ids like the official ones need all 64 bits: as float64 they would be rounded.
@@ -306,3 +312,110 @@ def test_write_validates_before_writing(tmp_path):
     with pytest.raises(TrackMLFormatError, match=r"names event 8 but event\.event_id is 7"):
         write_event(_awkward_event(), tmp_path / "event000000008")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- hit weights
+def _simulated(tmp_path: Path, event_id: int = 5, num_particles: int = 60) -> tuple[Event, Path]:
+    sim = Simulator.from_preset("trackml", num_particles=num_particles)
+    event = sim.simulate(event_id, event_id)
+    prefix = event_prefix(tmp_path, event_id)
+    write_event(event, prefix)
+    return event, prefix
+
+
+def _edit_truth(prefix: Path, fn) -> None:
+    path = Path(f"{prefix}-truth.csv")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    fn(df).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("zero", "sums to 0"),
+    ("drop", "is missing"),
+    ("blank", "is blank"),
+])
+def test_unusable_weight_column_is_computed_as_the_simulator_does(tmp_path, how, reason):
+    event, prefix = _simulated(tmp_path)
+    edits = {"zero": lambda df: df.assign(weight="0"), "drop": lambda df: df.drop(columns="weight"),
+             "blank": lambda df: df.assign(weight="")}
+    _edit_truth(prefix, edits[how])
+    with pytest.warns(ComputedWeightsWarning) as record:
+        back = read_event(prefix)
+    msgs = [str(w.message) for w in record]
+    assert len(msgs) == 1
+    assert msgs[0].startswith(f"{prefix}-truth.csv: the truth 'weight' column {reason}")
+    # the simulator's own weights, bit for bit; every other column untouched
+    _assert_events_equal(event, back)
+    assert list(back.truth.columns) == list(event.truth.columns)
+    # and what the dataset makes of the folder
+    data = EventDataset(EventSource("trackml", data_dir=str(tmp_path)), [0])[0]
+    assert torch.equal(data.weight, event_to_data(event).weight)
+
+
+def test_positive_weight_column_is_kept_as_it_is(tmp_path):
+    # the official sample's weights sum to 1.2e-4 (a few hits of an event): kept bit for bit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        event = read_event(_write_official(tmp_path))
+    assert event.truth["weight"].tolist() == [0.0, 1e-05, 0.000104, 6e-06, 0.0]
+
+
+def test_zero_weights_without_scorable_particles_stay_zero_silently(tmp_path):
+    # the official sample's particles have 2 and 1 hits: < 4, so every TrackML weight is 0
+    truth = TRUTH_CSV
+    for w in ("1e-05", "0.000104", "6e-06"):
+        truth = truth.replace(f",{w}\n", ",0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        event = read_event(_write_official(tmp_path, truth=truth))
+    assert event.truth["weight"].tolist() == [0.0] * 5
+
+
+def test_weights_without_the_particles_part(tmp_path):
+    event, prefix = _simulated(tmp_path)
+    _edit_truth(prefix, lambda df: df.assign(weight="0"))
+    # particles not asked for: read from its file for the weights anyway
+    with pytest.warns(ComputedWeightsWarning):
+        back = read_event(prefix, parts=("hits", "truth"))
+    assert len(back.particles) == 0
+    assert np.array_equal(back.truth["weight"].to_numpy(), event.truth["weight"].to_numpy())
+    # no particles file: vertices at the origin, pT from the truth momentum (an estimate)
+    Path(f"{prefix}-particles.csv").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the folder's second such event: counted, not reported
+        back = read_event(prefix, parts=("hits", "truth"))
+    assert computed_weight_counts()[str(tmp_path)] == 2
+    w = back.truth["weight"].to_numpy()
+    assert w.sum() == pytest.approx(1.0) and ((w > 0) == (event.truth["weight"] > 0)).all()
+
+
+def test_one_warning_per_folder_then_counts(tmp_path):
+    event = Simulator.from_preset("trackml", num_particles=10).simulate(0)
+    event.truth["weight"] = 0.0
+    for i in range(12):
+        event.event_id = i
+        write_event(event, tmp_path)
+    with pytest.warns(ComputedWeightsWarning) as record:
+        events = read_events(list_events(tmp_path))
+    msgs = [str(w.message) for w in record]
+    assert len(msgs) == 2, msgs
+    assert msgs[0].startswith(f"{tmp_path}/event000000000-truth.csv: the truth 'weight' column "
+                              "sums to 0")
+    assert msgs[1].startswith(f"{tmp_path}: TrackML hit weights computed from truth for 10 events")
+    assert all(e.truth["weight"].sum() == pytest.approx(1.0) for e in events)
+
+
+def test_bad_weights_are_errors(tmp_path):
+    truth = TRUTH_CSV.replace(",0.000104\n", ",-0.000104\n")
+    with pytest.raises(TrackMLFormatError, match=r"-truth\.csv: column 'weight' row 2 "
+                                                 r"\(hit_id 3\): negative weight -0\.000104 "
+                                                 r".*computed"):
+        read_event(_write_official(tmp_path, truth=truth))
+    truth = TRUTH_CSV.replace(",0.000104\n", ",\n")  # one blank weight: not a blank column
+    with pytest.raises(TrackMLFormatError, match=r"column 'weight' row 2 \(hit_id 3\): non-finite "
+                                                 r"value nan"):
+        read_event(_write_official(_fresh(tmp_path, "one_blank"), truth=truth))
+    event = _awkward_event()
+    event.truth.loc[1, "weight"] = -1.0
+    with pytest.raises(TrackMLFormatError, match=r"event 7 truth table: column 'weight' row 1"):
+        write_event(event, tmp_path / "event000000007")

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnn_jepa.tracking.metrics import (edge_metrics, efficiency_table, format_table, match_tracks,
-                                       roc_auc, trackml_score, tracking_metrics)
+from gnn_jepa.tracking.metrics import (UndefinedScoreError, edge_metrics, efficiency_table,
+                                       format_table, match_tracks, roc_auc, summarize_events,
+                                       trackml_score, trackml_score_defined, tracking_metrics)
 from gnn_jepa.data.weights import trackml_hit_weights
 
 # ---------------------------------------------------------------- a small event for the score
@@ -186,6 +187,78 @@ def test_length_mismatch_names_the_arrays():
         trackml_score(np.zeros(4), np.zeros(4), np.zeros(3))
 
 
+# ------------------------------------------------------- events with nothing to score
+# all noise: 5 hits; all short: particles 4 and 5 with 3 hits each (< 4: weight 0) + noise
+ALL_NOISE = {"pid": np.zeros(5, dtype=int), "tid": np.array([0, 0, 0, -1, -1]),
+             "order": np.full(5, -1)}
+ALL_SHORT = {"pid": np.array([4, 4, 4, 5, 5, 5, 0]), "tid": np.array([0, 0, 0, 1, 1, 1, -1]),
+             "order": np.array([0, 1, 2, 0, 1, 2, -1])}
+
+
+def _weights(event):
+    pid = event["pid"]
+    return trackml_hit_weights(pid, np.where(pid == 0, 0.0, 2.0), event["order"])
+
+
+@pytest.mark.parametrize("event", [ALL_NOISE, ALL_SHORT], ids=["all_noise", "all_short"])
+def test_score_of_an_event_without_weight_is_undefined(event):
+    w = _weights(event)
+    assert w.tolist() == [0.0] * len(w)
+    assert not trackml_score_defined(w)
+    with pytest.raises(UndefinedScoreError, match="TrackML score undefined: the .* hit weights "
+                                                  "sum to 0"):
+        trackml_score(event["tid"], event["pid"], w)
+    # perfect tracks do not make it defined either: nothing is there to find
+    with pytest.raises(UndefinedScoreError):
+        trackml_score(event["pid"], event["pid"], w)
+    m = tracking_metrics(event["tid"], event["pid"], np.full(len(w), 2.0), np.zeros(len(w)), w)
+    assert m["trackml_score"] is None
+
+
+def test_bad_weights_are_errors():
+    w = W.copy()
+    w[3] = -w[3]
+    with pytest.raises(ValueError, match=r"finite and >= 0: weight\[3\] = -0\.1232876"):
+        trackml_score(np.zeros(13), PID, w)
+    w[3] = np.nan
+    with pytest.raises(ValueError, match=r"weight\[3\] = nan"):
+        trackml_score_defined(w)
+    assert trackml_score_defined(W)
+
+
+def _event_dict(tid, pid, w):
+    n = len(pid)
+    return {"track_id": tid, "particle_id": pid, "pt": np.where(pid == 0, 0.0, 3.0),
+            "eta": np.zeros(n), "weight": w}
+
+
+def test_summary_averages_only_events_with_a_score():
+    # the score event with tracks scoring 0.5 (test_split_fifty_fifty...) and 1.0, plus an
+    # all-noise event: mean 0.75 over 2 scored events of 3, std 0.25
+    half = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3] + NOISE)
+    full = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2] + NOISE)
+    noise = _event_dict(ALL_NOISE["tid"], ALL_NOISE["pid"], _weights(ALL_NOISE))
+    s = summarize_events([_event_dict(half, PID, W), noise, _event_dict(full, PID, W)])
+    m = s["metrics"]
+    assert m["trackml_score"] == pytest.approx(0.75, abs=1e-15)
+    assert m["trackml_score_std"] == pytest.approx(0.25, abs=1e-15)
+    assert m["trackml_score_events"] == 2 and m["num_events"] == 3
+    assert s["undefined"] == {}
+
+
+def test_summary_without_any_score_says_why():
+    short = _event_dict(ALL_SHORT["tid"], ALL_SHORT["pid"], _weights(ALL_SHORT))
+    noise = _event_dict(ALL_NOISE["tid"], ALL_NOISE["pid"], _weights(ALL_NOISE))
+    s = summarize_events([short, noise])
+    m = s["metrics"]
+    assert m["trackml_score"] is None and m["trackml_score_std"] is None
+    assert m["trackml_score_events"] == 0 and m["num_events"] == 2
+    assert "hit weights of all 2 events sum to 0" in s["undefined"]["metrics.trackml_score"]
+    # particles 4, 5: 3 hits, pT 3 -> reconstructable, both DM-matched by their tracks
+    assert m["dm_efficiency"] == 1.0 and m["n_tracks"] == 3  # + the 3-noise-hit track
+    assert "trackml_score        |    n/a" in format_table(m)
+
+
 # ---------------------------------------------------------------------------- edges
 def _pairwise_auc(s, y):
     pos, neg = s[y], s[~y]
@@ -221,3 +294,18 @@ def test_format_table():
     assert "dm_efficiency | 0.5000" in text and "n_tracks      |      6" in text
     assert "fake_rate     |    nan" in text and "edge.auc      | 0.7500" in text
     assert "eff_vs_pt" in lines and lines[-1].split(" | ") == ["0.0000", "1.0000", "3", "    0.6667"]
+
+
+def test_top1_next_hit_by_hand():
+    """Hits 0, 1, 2 at distances 1, 2, 3 and hit 3 at 2.5. Hit 0's outward edges: 0->1 (true,
+    0.9), 0->3 (0.4): right. Hit 1's: 1->2 (true, 0.3), 1->3 (0.8): wrong. Hit 3 has only a
+    false outward edge 3->2: not counted. The inward copy 2->1 (score 0.99) is ignored."""
+    from gnn_jepa.tracking.metrics import top1_next_hit
+
+    key = [1.0, 2.0, 3.0, 2.5]
+    ei = [[0, 0, 1, 1, 3, 2], [1, 3, 2, 3, 2, 1]]
+    scores = [0.9, 0.4, 0.3, 0.8, 0.7, 0.99]
+    labels = [1, 0, 1, 0, 0, 1]
+    assert top1_next_hit(scores, ei, labels, key) == 0.5
+    assert top1_next_hit([0.9, 0.4, 0.9, 0.8, 0.7, 0.99], ei, labels, key) == 1.0
+    assert math.isnan(top1_next_hit(scores, ei, [0] * 6, key))

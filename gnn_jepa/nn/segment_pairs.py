@@ -1,0 +1,237 @@
+r"""Edge classification over segment pairs: does this segment continue that one?
+
+A true track segment is recognised by what comes before and after it: the next segment of a
+helix turns by a small, steady angle in the transverse plane and keeps its slope in r-z. The
+per-edge MLP and the interaction head judge an edge from its two hits and averaged neighbours;
+this head lets each segment exchange learned messages with its *continuations* through the shared
+hit, with the change of direction between them as input, so "do these two segments continue each
+other" is computed explicitly.
+
+Segments. The graph's edges (either or both directions) are merged into oriented segments
+:math:`s = (a \to b)`, from the hit nearer the origin to the farther one (the order the
+walkthrough builder uses). Both directions of an edge get the segment's one score.
+
+Segment pairs. Two segments :math:`s = (a \to b)` and :math:`t = (b \to c)` sharing hit
+:math:`b` form a pair (a triplet of hits). All pairs through a hit are ``in x out`` of its
+degrees, so only the ``k`` pairs of smallest kink are kept for every segment, as successor and as
+predecessor: the number of pairs stays below :math:`2 k S`, linear in segments. The kink of a
+pair is :math:`|\Delta\beta| + |\Delta\alpha|`, with :math:`\beta` the transverse turning angle
+between the two segments and :math:`\alpha` their angle in the (r, z) plane.
+
+Rounds (``rounds`` of them, hidden width ``hidden``):
+
+.. math::
+    m_{st} &= \mathrm{MLP}_p\big([e_s, e_t, g_{st}]\big) \\
+    e_s &\leftarrow e_s + \mathrm{MLP}_e\big([\mathrm{LN}(e_s), n_a, n_b,
+        \max_{t \in \mathrm{succ}(s)} m_{st}, \overline{m}_{\mathrm{succ}(s)},
+        \max_{r \in \mathrm{pred}(s)} m_{rs}, \overline{m}_{\mathrm{pred}(s)}]\big) \\
+    n_v &\leftarrow n_v + \mathrm{MLP}_n\big([\mathrm{LN}(n_v), \overline{e}_{\to v},
+        \overline{e}_{v \to}]\big)
+
+where :math:`g_{st}` are the pair's geometric features (turning angles, their difference of
+curvature, lengths), given at every round, and the hit states start from the encoder's
+embedding and the hit's own position. The score of segment :math:`s` is
+:math:`w^\top \mathrm{LN}(e_s) + b`. Cost: linear in hits, segments and kept pairs per round,
+plus one pass over all pairs through each hit to choose the kept ones.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from gnn_jepa.geometry import wrap_phi
+
+#: Geometric features of one segment (see :func:`segment_geometry`).
+SEGMENT_FEATURES = 7
+#: Geometric features of one segment pair (see :func:`pair_geometry`).
+PAIR_FEATURES = 6
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
+def oriented_segments(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge directed edges into segments oriented away from the origin.
+
+    Returns:
+        ``segments`` [2, S] (inner hit, outer hit), unique, and ``edge_segment`` [E]: the segment
+        of every edge (both directions of a pair map to the same one). Ties in distance are
+        broken by hit index, so the orientation is always defined.
+    """
+    key = torch.linalg.vector_norm(pos, dim=1)
+    src, dst = edge_index
+    n = pos.shape[0]
+    # order by (distance, index): a strict total order on hits
+    rank = torch.empty(n, dtype=torch.long, device=pos.device)
+    rank[torch.argsort(key, stable=True)] = torch.arange(n, device=pos.device)
+    swap = rank[src] > rank[dst]
+    inner = torch.where(swap, dst, src)
+    outer = torch.where(swap, src, dst)
+    code = inner * n + outer
+    uniq, edge_segment = torch.unique(code, return_inverse=True)
+    return torch.stack([uniq // n, uniq % n]), edge_segment
+
+
+def segment_geometry(pos: Tensor, segments: Tensor) -> Tensor:
+    """[S, 7] O(1)-scaled features of each oriented segment: transverse length / 100 mm,
+    dz / 100 mm, wrapped dphi / 0.1, d(phi)/dr * 100 mm, dz/dr, inner r / 1000 mm,
+    inner z / 1000 mm."""
+    a, b = pos[segments[0]], pos[segments[1]]
+    ra, rb = torch.hypot(a[:, 0], a[:, 1]), torch.hypot(b[:, 0], b[:, 1])
+    dphi = wrap_phi(torch.atan2(b[:, 1], b[:, 0]) - torch.atan2(a[:, 1], a[:, 0]))
+    dxy = torch.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])
+    dz = b[:, 2] - a[:, 2]
+    dr = (rb - ra).abs().clamp_min(1.0)
+    return torch.stack([dxy / 100.0, dz / 100.0, dphi / 0.1, dphi / dr * 100.0, dz / dr,
+                        ra / 1000.0, a[:, 2] / 1000.0], dim=1)
+
+
+def _turn(u: Tensor, v: Tensor) -> Tensor:
+    """Signed angle from 2-D vectors ``u`` to ``v`` (rows)."""
+    cross = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
+    dot = (u * v).sum(1)
+    return torch.atan2(cross, dot)
+
+
+def pair_geometry(pos: Tensor, segments: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """[P, 6] features of segment pairs ``(first[p], second[p])`` with ``first``'s outer hit the
+    ``second``'s inner hit: transverse turning angle / 0.1, its change per transverse length
+    (curvature x 100 mm), (r, z) angle change / 0.1, the two transverse lengths / 100 mm, and the
+    kink :math:`|\\Delta\\beta| + |\\Delta\\alpha|` / 0.1."""
+    a, b = pos[segments[0, first]], pos[segments[1, first]]
+    c = pos[segments[1, second]]
+    u, v = (b - a)[:, :2], (c - b)[:, :2]
+    beta = _turn(u, v)
+    lu, lv = u.norm(dim=1), v.norm(dim=1)
+    ra, rb, rc = (torch.hypot(p[:, 0], p[:, 1]) for p in (a, b, c))
+    alpha1 = torch.atan2(b[:, 2] - a[:, 2], rb - ra)
+    alpha2 = torch.atan2(c[:, 2] - b[:, 2], rc - rb)
+    dalpha = wrap_phi(alpha2 - alpha1)
+    curvature = 2.0 * beta / (lu + lv).clamp_min(1e-3)
+    kink = beta.abs() + dalpha.abs()
+    return torch.stack([beta / 0.1, curvature * 100.0, dalpha / 0.1, lu / 100.0, lv / 100.0,
+                        kink / 0.1], dim=1)
+
+
+def _group_pairs(left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
+    """All (i, j) with ``left[i] == right[j]``: the pairs of items sharing a key."""
+    if left.numel() == 0 or right.numel() == 0:
+        empty = torch.empty(0, dtype=torch.long, device=left.device)
+        return empty, empty
+    n = int(max(left.max(), right.max())) + 1
+    lo = torch.argsort(left, stable=True)
+    ro = torch.argsort(right, stable=True)
+    rc = torch.bincount(right, minlength=n)
+    rstart = torch.cumsum(rc, 0) - rc
+    per_left = rc[left[lo]]  # partners of each (sorted) left item
+    i = lo.repeat_interleave(per_left)
+    base = rstart[left[lo]].repeat_interleave(per_left)
+    offs = torch.arange(int(per_left.sum()), device=left.device) - \
+        torch.repeat_interleave(torch.cumsum(per_left, 0) - per_left, per_left)
+    j = ro[base + offs]
+    return i, j
+
+
+def _smallest_k(group: Tensor, value: Tensor, k: int) -> Tensor:
+    """Mask of the ``k`` items of smallest ``value`` within each ``group``."""
+    if group.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool, device=group.device)
+    order = torch.argsort(value, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]  # by group, then value
+    g = group[order]
+    first = torch.ones_like(g, dtype=torch.bool)
+    first[1:] = g[1:] != g[:-1]
+    idx = torch.arange(g.numel(), device=g.device)
+    start = torch.cummax(torch.where(first, idx, torch.zeros_like(idx)), 0).values
+    keep = torch.zeros_like(first)
+    keep[order] = (idx - start) < k
+    return keep
+
+
+def segment_pairs(pos: Tensor, segments: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The kept segment pairs: ``(first, second, features)``, ``first``'s outer hit being
+    ``second``'s inner hit; for each segment its ``k`` successors and ``k`` predecessors of
+    smallest kink (the union)."""
+    first, second = _group_pairs(segments[1], segments[0])
+    if first.numel() == 0:
+        return first, second, pos.new_zeros(0, PAIR_FEATURES)
+    feats = pair_geometry(pos, segments, first, second)
+    kink = feats[:, -1]
+    keep = _smallest_k(first, kink, k) | _smallest_k(second, kink, k)
+    return first[keep], second[keep], feats[keep]
+
+
+class SegmentPairEdgeHead(nn.Module):
+    """Scores edges by message passing between segments and their continuations (module doc).
+
+    Args:
+        d_embedding: hit embedding size (the encoder's output).
+        hidden: width of every state and MLP.
+        rounds: message-passing rounds.
+        pairs_per_segment: ``k``, continuations kept per segment and direction.
+    """
+
+    def __init__(self, d_embedding: int, hidden: int = 64, rounds: int = 4, pairs_per_segment: int = 4):
+        super().__init__()
+        if hidden <= 0 or rounds < 1 or pairs_per_segment < 1:
+            raise ValueError("SegmentPairEdgeHead needs hidden > 0, rounds >= 1, pairs_per_segment "
+                             f">= 1, got {hidden}, {rounds}, {pairs_per_segment}")
+        self.d_embedding, self.hidden, self.rounds, self.k = d_embedding, hidden, rounds, pairs_per_segment
+        self.node_in = _mlp(d_embedding + 4, hidden, hidden)
+        self.segment_in = _mlp(2 * hidden + SEGMENT_FEATURES, hidden, hidden)
+        self.pair_mlps = nn.ModuleList(_mlp(2 * hidden + PAIR_FEATURES, hidden, hidden) for _ in range(rounds))
+        self.segment_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
+        self.segment_mlps = nn.ModuleList(_mlp(7 * hidden, hidden, hidden) for _ in range(rounds))
+        self.node_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
+        self.node_mlps = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.LayerNorm)):
+                m.reset_parameters()
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None, *,
+                pos: Tensor) -> Tensor:
+        """One logit per edge [E]; both directions of a hit pair get the same one.
+
+        Args:
+            h: [N, d_embedding] hit embeddings.
+            edge_index: [2, E] graph edges.
+            edge_attr: unused (the head computes its geometry from ``pos``).
+            pos: [N, 3] hit positions in mm.
+        """
+        n = h.shape[0]
+        segments, edge_segment = oriented_segments(pos, edge_index)
+        num_seg = segments.shape[1]
+        first, second, pair_feat = segment_pairs(pos, segments, self.k)
+        r = torch.hypot(pos[:, 0], pos[:, 1])
+        phi = torch.atan2(pos[:, 1], pos[:, 0])
+        hit_geo = torch.stack([r / 1000.0, torch.cos(phi), torch.sin(phi), pos[:, 2] / 1000.0], 1)
+        node = self.node_in(torch.cat([h, hit_geo.to(h.dtype)], 1))
+        inner, outer = segments
+        seg = self.segment_in(torch.cat([node[inner], node[outer],
+                                         segment_geometry(pos, segments).to(h.dtype)], 1))
+        pair_feat = pair_feat.to(h.dtype)
+        for t in range(self.rounds):
+            m = self.pair_mlps[t](torch.cat([seg[first], seg[second], pair_feat], 1))
+            succ_max = scatter(m, first, 0, dim_size=num_seg, reduce="max")
+            succ_mean = scatter(m, first, 0, dim_size=num_seg, reduce="mean")
+            pred_max = scatter(m, second, 0, dim_size=num_seg, reduce="max")
+            pred_mean = scatter(m, second, 0, dim_size=num_seg, reduce="mean")
+            seg = seg + self.segment_mlps[t](torch.cat(
+                [self.segment_norms[t](seg), node[inner], node[outer],
+                 succ_max, succ_mean, pred_max, pred_mean], 1))
+            into = scatter(seg, outer, 0, dim_size=n, reduce="mean")
+            out_of = scatter(seg, inner, 0, dim_size=n, reduce="mean")
+            node = node + self.node_mlps[t](torch.cat([self.node_norms[t](node), into, out_of], 1))
+        return self.out(self.out_norm(seg)).squeeze(-1)[edge_segment]
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, hidden={self.hidden}, "
+                f"rounds={self.rounds}, pairs_per_segment={self.k})")

@@ -1,0 +1,113 @@
+import math
+
+import pytest
+import torch
+
+from gnn_jepa.nn.edge_head import HeadConfig
+from gnn_jepa.nn.segment_pairs import (PAIR_FEATURES, SegmentPairEdgeHead, _group_pairs, _smallest_k,
+                                       oriented_segments, pair_geometry, segment_pairs)
+
+
+def test_segments_merge_both_directions_and_point_outwards():
+    pos = torch.tensor([[100.0, 0, 0], [50.0, 0, 0], [200.0, 0, 0]])
+    # edges 0->1, 1->0, 1->2, 2->0 (either direction)
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 0]])
+    seg, edge_seg = oriented_segments(pos, ei)
+    assert seg.t().tolist() == [[0, 2], [1, 0], [1, 2]]  # (inner, outer), unique, sorted by code
+    assert edge_seg.tolist() == [1, 1, 2, 0]
+    # a tie in distance is broken by hit index
+    seg, _ = oriented_segments(torch.tensor([[0.0, 10, 0], [10.0, 0, 0]]), torch.tensor([[1], [0]]))
+    assert seg.t().tolist() == [[0, 1]]
+
+
+def test_group_pairs_and_smallest_k_by_hand():
+    left, right = torch.tensor([3, 1, 3]), torch.tensor([3, 3, 2, 1])
+    i, j = _group_pairs(left, right)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 0), (0, 1), (1, 3), (2, 0), (2, 1)]
+    group = torch.tensor([0, 0, 0, 1, 1])
+    value = torch.tensor([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert _smallest_k(group, value, 2).tolist() == [False, True, True, True, True]
+    assert _smallest_k(group, value, 1).tolist() == [False, True, False, False, True]
+
+
+def test_pair_geometry_of_a_straight_line_and_a_bend():
+    """Hits on a straight radial line: no turn, no (r, z) kink. A 90 degree turn: beta = pi/2."""
+    pos = torch.tensor([[100.0, 0, 10], [200.0, 0, 20], [300.0, 0, 30], [200.0, 100, 20]])
+    seg = torch.tensor([[0, 1, 1], [1, 2, 3]])
+    f = pair_geometry(pos, seg, torch.tensor([0, 0]), torch.tensor([1, 2]))
+    assert f.shape == (2, PAIR_FEATURES)
+    torch.testing.assert_close(f[0], torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    assert f[1, 0].item() == pytest.approx(math.pi / 2 / 0.1, rel=1e-5)
+    # curvature x 100: 2 beta / (100 + 100 mm) * 100
+    assert f[1, 1].item() == pytest.approx(2 * (math.pi / 2) / 200 * 100, rel=1e-5)
+
+
+def helix_event():
+    """Two crossing tracks through hit 2: a straight one (0, 1, 2, 3) and a bent one (4, 5, 2, 6).
+    Segment (1 -> 2) must continue into (2 -> 3), not into the bent track's (2 -> 6)."""
+    pos = torch.tensor([[100.0, 0, 0], [200.0, 0, 0], [300.0, 0, 0], [400.0, 0, 0],
+                        [100.0, -60, 0], [200.0, -35, 0], [400.0, 60, 0]])
+    ei = torch.tensor([[0, 1, 2, 4, 5, 2, 1, 5], [1, 2, 3, 5, 2, 6, 6, 3]])
+    return pos, torch.cat([ei, ei.flip(0)], 1)
+
+
+def test_the_straight_continuation_has_the_smallest_kink():
+    pos, ei = helix_event()
+    seg, _ = oriented_segments(pos, ei)
+    first, second, feats = segment_pairs(pos, seg, k=1)
+    s12 = seg.t().tolist().index([1, 2])
+    succ = [seg[1, second[p]].item() for p in range(len(first)) if first[p] == s12]
+    assert succ == [3]  # the kept successor of (1 -> 2) is (2 -> 3)
+    # with k = 2 both continuations are kept
+    first2, _, _ = segment_pairs(pos, seg, k=2)
+    assert (first2 == s12).sum() == 2
+
+
+def test_head_learns_which_continuation_is_true():
+    """Both tracks share the middle hit; only the head's pair messages can tell which segment
+    continues which. Trained on this event (hit embeddings carry nothing: zeros), the true
+    segments score above the false ones."""
+    pos, ei = helix_event()
+    true = {(0, 1), (1, 2), (2, 3), (4, 5), (2, 5), (2, 6)}  # hit pairs of the two tracks
+    y = torch.tensor([float((min(a, b), max(a, b)) in true) for a, b in ei.t().tolist()])
+    assert 0 < y.sum() < len(y)  # (1, 6) and (3, 5) are the false crossings
+    torch.manual_seed(0)
+    head = SegmentPairEdgeHead(d_embedding=4, hidden=16, rounds=2, pairs_per_segment=2)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    h = torch.zeros(7, 4)
+    for _ in range(150):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(h, ei, pos=pos), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = head(h, ei, pos=pos)
+    assert s[y > 0].min() > s[y == 0].max()
+
+
+def test_both_directions_score_alike_and_the_config_builds_it():
+    pos, ei = helix_event()
+    head = HeadConfig(kind="segment_pairs", hidden=8, rounds=1, pairs_per_segment=3).build(4, 5)
+    assert isinstance(head, SegmentPairEdgeHead) and head.k == 3
+    s = head(torch.randn(7, 4), ei, pos=pos)
+    half = ei.shape[1] // 2
+    torch.testing.assert_close(s[:half], s[half:])
+    assert "pairs_per_segment=3" in repr(head)
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        SegmentPairEdgeHead(4, rounds=0)
+
+
+def test_pairs_stay_linear_in_segments():
+    """A hit with 30 incoming and 30 outgoing segments has 900 pairs through it; k = 4 keeps at
+    most 2 k per segment."""
+    torch.manual_seed(0)
+    inner = torch.cat([torch.randn(30, 3) * 5 + torch.tensor([100.0, 0, 0])])
+    outer = torch.randn(30, 3) * 5 + torch.tensor([300.0, 0, 0])
+    pos = torch.cat([inner, torch.tensor([[200.0, 0, 0]]), outer])
+    mid = 30
+    ei = torch.cat([torch.stack([torch.arange(30), torch.full((30,), mid)]),
+                    torch.stack([torch.full((30,), mid), torch.arange(31, 61)])], 1)
+    seg, _ = oriented_segments(pos, ei)
+    first, second, _ = segment_pairs(pos, seg, k=4)
+    assert len(first) <= 2 * 4 * 30
+    assert torch.bincount(first, minlength=60).max() <= 4 + 30  # its own k plus being picked
+    assert len(set(zip(first.tolist(), second.tolist()))) == len(first)  # no pair twice
