@@ -26,7 +26,7 @@ def _in(folder: Path) -> list[str]:
     return ["--trainer.default_root_dir", str(folder), "--trainer.logger.init_args.save_dir", str(folder)]
 
 
-def run(out: str = "demo_out", pretrain_steps: int = 150, finetune_steps: int = 150) -> dict:
+def run(out: str = "demo_out", pretrain_steps: int = 150, finetune_steps: int = 100) -> dict:
     out_dir = Path(out)
     t0 = time.time()
     print(f"[demo] 1/3 JEPA pretraining ({pretrain_steps} steps) -> {out_dir / 'pretrain'}", flush=True)
@@ -48,6 +48,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="demo_out")
     p.add_argument("--pretrain-steps", type=int, default=150)
-    p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--finetune-steps", type=int, default=100)
     a = p.parse_args()
     run(a.out, a.pretrain_steps, a.finetune_steps)

@@ -95,7 +95,7 @@ def test_label_efficiency_study(tmp_path, monkeypatch):
     ((path, ft_args),) = seen
     assert path == str(ckpt) and ft_args["optim"] == {"encoder_lr": 1e-4, "head_lr": 2e-3}
     saved = json.loads((tmp_path / "b.json").read_text())
-    assert saved["finetune_args"]["head"]["kind"] == "interaction"  # the config's, kept
+    assert saved["finetune_args"]["head"]["kind"] == "segment_pairs"  # the config's, kept
     assert saved["encoder_args"]["d_model"] == 16
     monkeypatch.setattr(le, "finetune_and_test", real)
 
@@ -217,3 +217,41 @@ def test_gpu_tracking_study_dry_run_on_cpu(tmp_path):
     assert [r["head"] for r in summary["d_edge_head_10k"]["rows"]] == ["mlp", "interaction"]
     log = (out / "run.log").read_text()
     assert "TIMED OUT" not in log and log.count(" rc=0") == 3 + 5  # 3 preparations, 5 jobs
+
+
+@pytest.mark.slow
+def test_segment_pairs_study(tmp_path):
+    """The script fits and tests the shipped small config (tiny events here) and prints the
+    test metrics of the held-out events it was told to use."""
+    env = {**os.environ, "OUT": str(tmp_path / "runs"), "THREADS": "1", "PYTHON": sys.executable}
+    tiny = ["--data.simulator", '{"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]}',
+            "--data.num_val", "1", "--data.num_test", "2", "--data.batch_size", "1",
+            "--data.cache_dir", str(tmp_path / "cache"), "--trainer.val_check_interval", "2",
+            *[f"--model.encoder.{k}={v}" for k, v in TINY_ENCODER.items()],
+            "--model.head.hidden", "8", "--model.head.rounds", "1"]
+    out = subprocess.run(["bash", "studies/segment_pairs/run.sh", "tiny", "2", "2", "0", *tiny],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = json.loads((tmp_path / "runs/tiny/test/metrics.json").read_text())["metrics"]
+    assert metrics["num_events"] == 2 and "'num_events': 2" in out.stdout
+    assert 0.0 <= metrics["dm_efficiency"] <= 1.0
+    hparams = yaml.safe_load(next((tmp_path / "runs/tiny").glob("*/version_0/hparams.yaml")).read_text())
+    assert hparams["head"]["kind"] == "segment_pairs"  # the shipped config's head
+
+
+def test_segment_pairs_summary_by_hand(tmp_path):
+    from studies.segment_pairs import summarize as sp
+
+    base = {"fake_rate": 0.1, "duplicate_rate": 0.0, "edge_auc": 0.9, "num_events": 20}
+    for seed, (score, dm) in enumerate([(0.9, 1.0), (0.8, 0.9)]):
+        (tmp_path / f"pairs_seed{seed}_metrics.json").write_text(
+            json.dumps({"metrics": {**base, "trackml_score": score, "dm_efficiency": dm}}))
+    (tmp_path / "inter_seed0_metrics.json").write_text(
+        json.dumps({"metrics": {**base, "trackml_score": 0.6, "dm_efficiency": 0.8}}))
+    out = sp.main([str(p) for p in sorted(tmp_path.glob("*.json"))] + ["--out", str(tmp_path / "s.json")])
+    assert out["pairs"]["trackml_score"] == {"mean": pytest.approx(0.85), "min": 0.8, "max": 0.9,
+                                             "per_seed": [0.9, 0.8]}
+    assert out["pairs"]["runs"] == 2 and out["inter"]["seeds"] == [0] and out["inter"]["test_events"] == [20]
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(out))
+    with pytest.raises(ValueError, match="expected <head>_seed<k>"):
+        sp.summarize([tmp_path / "s.json"])

@@ -54,8 +54,8 @@ import torch
 
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.trackml import TrackMLFormatError, list_events, read_event
-from gnn_jepa.evaluation.ceiling import tracking_ceiling
-from gnn_jepa.graph.edges import graph_truth_metrics, true_segments
+from gnn_jepa.evaluation.graph_scan import pooled_graph_metrics
+from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.metric_learning import HitEmbedding, LearnedFrame, train_hit_embedding
 from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning
 from gnn_jepa.graph.radius import pair_distance2, radius_pairs
@@ -249,41 +249,22 @@ def evaluate_graph(build: BuildGraph, datas: Sequence, *, pt_min: float = 1.0) -
     (volume, layer) ids its filter never saw, and the ceiling (mean over events).
     Warnings raised while building (e.g. :class:`UnseenLayerWarning`) are returned as
     ``"warnings"``, not shown."""
-    found_hi = seg_hi = found = seg = pure = edges = pairs = nodes = unseen = 0.0
-    score = dm = 0.0
     t0 = time.perf_counter()
+    unseen = nodes = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for d in datas:
-            ei = build.edges(d)
-            m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt, pt_min=pt_min)
-            c = tracking_ceiling(d, ei, pt_min=pt_min)
-            found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"] \
-                if m["num_segments_pt_min"] else 0.0
-            seg_hi += m["num_segments_pt_min"]
-            found += m["efficiency"] * m["num_segments"] if m["num_segments"] else 0.0
-            seg += m["num_segments"]
-            pure += m["purity"] * m["num_edges"] if m["num_edges"] else 0.0
-            edges += m["num_edges"]
-            pairs += m["mean_degree"] * m["num_nodes"] / 2
-            nodes += m["num_nodes"]
-            score += c["trackml_score"]
-            dm += c["dm_efficiency"]
-            if build.pair_filter is not None:
-                info = build.pair_filter.unseen_layers(d)
-                unseen += info["hits"] if info else 0
+        graphs = [(d, build.edges(d)) for d in datas]
+        pooled = pooled_graph_metrics(graphs, pt_min, ceiling=True)
+    for d, _ in graphs:
+        nodes += d.num_nodes
+        if build.pair_filter is not None:
+            info = build.pair_filter.unseen_layers(d)
+            unseen += info["hits"] if info else 0
     n = len(datas)
-    nan = math.nan
     return {
         "radius": build.radius,
-        "efficiency": found / seg if seg else nan,
-        "efficiency_pt_min": found_hi / seg_hi if seg_hi else nan,
-        "purity": pure / edges if edges else nan,
-        "mean_degree": 2 * pairs / nodes if nodes else nan,
-        "edges_per_event": edges / n,
-        "unseen_hit_fraction": unseen / nodes if nodes else nan,
-        "ceiling_trackml_score": score / n,
-        "ceiling_dm_efficiency": dm / n,
+        **pooled,
+        "unseen_hit_fraction": unseen / nodes if nodes else math.nan,
         "seconds_per_event": (time.perf_counter() - t0) / n,
         "warnings": list(dict.fromkeys(str(w.message) for w in caught)),
     }

@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+from typing import Iterable
 
 import torch
 
@@ -76,6 +77,50 @@ def segment_radius_quantiles(datas: list, frame: GraphFrame, pt_min: float,
     return {str(q): float(torch.quantile(dist, q)) for q in quantiles}
 
 
+def pooled_graph_metrics(graphs: Iterable[tuple], pt_min: float = 1.0, *,
+                         ceiling: bool = False) -> dict:
+    """Truth metrics of graphs pooled over events: efficiency over all true segments and over
+    those of pT > ``pt_min`` particles (segment-weighted), purity (edge-weighted), mean degree
+    (2 x hit pairs / hits, pooled), edges per event; with ``ceiling`` the mean TrackML score and
+    DM efficiency of walkthrough tracks from truth edge scores
+    (:func:`~gnn_jepa.evaluation.ceiling.tracking_ceiling`) over the events that have them
+    (``ceiling_events``: an event whose weights sum to 0 has no score).
+
+    Args:
+        graphs: ``(data, edge_index)`` per event.
+    """
+    found_hi = seg_hi = found = seg = pure = edges = pairs = nodes = 0.0
+    scores, dms, n = [], [], 0
+    for d, ei in graphs:
+        n += 1
+        m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt, pt_min=pt_min)
+        found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"] if m["num_segments_pt_min"] else 0.0
+        seg_hi += m["num_segments_pt_min"]
+        found += m["efficiency"] * m["num_segments"] if m["num_segments"] else 0.0
+        seg += m["num_segments"]
+        pure += m["purity"] * m["num_edges"] if m["num_edges"] else 0.0
+        edges += m["num_edges"]
+        pairs += m["mean_degree"] * m["num_nodes"] / 2
+        nodes += m["num_nodes"]
+        if ceiling:
+            c = tracking_ceiling(d, ei, pt_min=pt_min)
+            if c["trackml_score"] is not None:
+                scores.append(c["trackml_score"])
+            if not math.isnan(c["dm_efficiency"]):
+                dms.append(c["dm_efficiency"])
+    nan = math.nan
+    out = {"efficiency_pt_min": found_hi / seg_hi if seg_hi else nan,
+           "efficiency": found / seg if seg else nan,
+           "purity": pure / edges if edges else nan,
+           "mean_degree": 2 * pairs / nodes if nodes else nan,
+           "edges_per_event": edges / n if n else nan}
+    if ceiling:
+        out.update(ceiling_trackml_score=sum(scores) / len(scores) if scores else nan,
+                   ceiling_dm_efficiency=sum(dms) / len(dms) if dms else nan,
+                   ceiling_events=len(scores))
+    return out
+
+
 def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
          pt_min: float = 1.0, *, pair_filter=None, union=None,
          ceiling: bool = False) -> list[dict]:
@@ -92,48 +137,22 @@ def scan(datas: list, frame: GraphFrame, radii: list[float], caps: list[int],
     rows = []
     for radius in radii:
         for cap in caps:
-            found_hi = seg_hi = found = seg = pure = edges = 0.0
-            degree = 0.0
-            scores, dms = [], []
             t0 = time.perf_counter()
-            for d in datas:
-                ei = radius_graph(frame.coords(d.pos), radius, periods=frame.periods,
-                                  max_num_neighbors=cap or None)
-                if pair_filter is not None:
-                    ei = ei[:, pair_filter(d, ei)]
-                if union:
-                    ei = union_edges([ei] + [u.edges(d) for u in union], d.num_nodes)
-                if ceiling:
-                    c = tracking_ceiling(d, ei, pt_min=pt_min)
-                    # an event without a score (weights sum to 0) or without a
-                    # reconstructable particle has nothing to average in
-                    if c["trackml_score"] is not None:
-                        scores.append(c["trackml_score"])
-                    if not math.isnan(c["dm_efficiency"]):
-                        dms.append(c["dm_efficiency"])
-                m = graph_truth_metrics(ei, d.particle_id, d.hit_order, d.pt, pt_min=pt_min)
-                found_hi += m["efficiency_pt_min"] * m["num_segments_pt_min"] \
-                    if m["num_segments_pt_min"] else 0.0
-                seg_hi += m["num_segments_pt_min"]
-                found += m["efficiency"] * m["num_segments"] if m["num_segments"] else 0.0
-                seg += m["num_segments"]
-                pure += m["purity"] * m["num_edges"] if m["num_edges"] else 0.0
-                edges += m["num_edges"]
-                degree += m["mean_degree"]
-            n = len(datas)
-            rows.append({
-                "radius": radius, "max_num_neighbors": cap or None,
-                "efficiency_pt_min": found_hi / seg_hi if seg_hi else math.nan,
-                "efficiency": found / seg if seg else math.nan,
-                "purity": pure / edges if edges else math.nan,
-                "mean_degree": degree / n,
-                "edges_per_event": edges / n,
-                "seconds_per_event": (time.perf_counter() - t0) / n,
-            })
-            if ceiling:
-                rows[-1].update(ceiling_trackml_score=sum(scores) / len(scores) if scores else math.nan,
-                                ceiling_dm_efficiency=sum(dms) / len(dms) if dms else math.nan,
-                                ceiling_events=len(scores))
+
+            def graphs(radius=radius, cap=cap):
+                for d in datas:
+                    ei = radius_graph(frame.coords(d.pos), radius, periods=frame.periods,
+                                      max_num_neighbors=cap or None)
+                    if pair_filter is not None:
+                        ei = ei[:, pair_filter(d, ei)]
+                    if union:
+                        ei = union_edges([ei] + [u.edges(d) for u in union], d.num_nodes)
+                    yield d, ei
+
+            row = {"radius": radius, "max_num_neighbors": cap or None,
+                   **pooled_graph_metrics(graphs(), pt_min, ceiling=ceiling)}
+            row["seconds_per_event"] = (time.perf_counter() - t0) / len(datas)
+            rows.append(row)
     return rows
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from gnn_jepa.nn.layers import MessagePassingHead, mlp
 from gnn_jepa.nn.segment_pairs import SegmentPairEdgeHead
 
 
@@ -54,11 +55,7 @@ class EdgeHead(nn.Module):
         return f"{self.__class__.__name__}(d_embedding={self.d_embedding}, d_edge={self.d_edge}, hidden={self.hidden})"
 
 
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
-
-
-class InteractionEdgeHead(nn.Module):
+class InteractionEdgeHead(MessagePassingHead):
     r"""Edge scoring by an interaction network: edges and hits update each other.
 
     An MLP head judges each edge alone. A track segment is true when it *continues* into the
@@ -91,18 +88,12 @@ class InteractionEdgeHead(nn.Module):
             raise ValueError(f"InteractionEdgeHead needs hidden > 0 and rounds >= 0, got {hidden}, {rounds}")
         self.d_embedding, self.d_edge, self.hidden, self.rounds = d_embedding, d_edge, hidden, rounds
         self.node_in = nn.Linear(d_embedding, hidden)
-        self.edge_in = _mlp(2 * d_embedding + d_edge, hidden, hidden)
+        self.edge_in = mlp(2 * d_embedding + d_edge, hidden, hidden)
         self.node_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
         self.edge_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
-        self.node_mlps = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
-        self.edge_mlps = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
-        self.out_norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, 1)
-
-    def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.LayerNorm)):
-                m.reset_parameters()
+        self.node_mlps = nn.ModuleList(mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
+        self.edge_mlps = nn.ModuleList(mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
+        self._add_output(hidden)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 pos: Tensor | None = None) -> Tensor:
@@ -117,7 +108,7 @@ class InteractionEdgeHead(nn.Module):
             outgoing = scatter(e, src, dim=0, dim_size=h.size(0), reduce="mean")
             n = n + node_mlp(torch.cat([node_norm(n), incoming, outgoing], dim=-1))
             e = e + edge_mlp(torch.cat([n[src], n[dst], edge_norm(e)], dim=-1))
-        return self.out(self.out_norm(e)).squeeze(-1)
+        return self.logits(e)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, d_edge={self.d_edge}, "

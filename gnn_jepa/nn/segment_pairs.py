@@ -43,15 +43,12 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from gnn_jepa.geometry import wrap_phi
+from gnn_jepa.nn.layers import MessagePassingHead, mlp
 
 #: Geometric features of one segment (see :func:`segment_geometry`).
 SEGMENT_FEATURES = 7
 #: Geometric features of one segment pair (see :func:`pair_geometry`).
 PAIR_FEATURES = 6
-
-
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
 def oriented_segments(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,7 +162,7 @@ def segment_pairs(pos: Tensor, segments: Tensor, k: int) -> tuple[Tensor, Tensor
     return first[keep], second[keep], feats[keep]
 
 
-class SegmentPairEdgeHead(nn.Module):
+class SegmentPairEdgeHead(MessagePassingHead):
     """Scores edges by message passing between segments and their continuations (module doc).
 
     Args:
@@ -181,20 +178,14 @@ class SegmentPairEdgeHead(nn.Module):
             raise ValueError("SegmentPairEdgeHead needs hidden > 0, rounds >= 1, pairs_per_segment "
                              f">= 1, got {hidden}, {rounds}, {pairs_per_segment}")
         self.d_embedding, self.hidden, self.rounds, self.k = d_embedding, hidden, rounds, pairs_per_segment
-        self.node_in = _mlp(d_embedding + 4, hidden, hidden)
-        self.segment_in = _mlp(2 * hidden + SEGMENT_FEATURES, hidden, hidden)
-        self.pair_mlps = nn.ModuleList(_mlp(2 * hidden + PAIR_FEATURES, hidden, hidden) for _ in range(rounds))
+        self.node_in = mlp(d_embedding + 4, hidden, hidden)
+        self.segment_in = mlp(2 * hidden + SEGMENT_FEATURES, hidden, hidden)
+        self.pair_mlps = nn.ModuleList(mlp(2 * hidden + PAIR_FEATURES, hidden, hidden) for _ in range(rounds))
         self.segment_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
-        self.segment_mlps = nn.ModuleList(_mlp(7 * hidden, hidden, hidden) for _ in range(rounds))
+        self.segment_mlps = nn.ModuleList(mlp(7 * hidden, hidden, hidden) for _ in range(rounds))
         self.node_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
-        self.node_mlps = nn.ModuleList(_mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
-        self.out_norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, 1)
-
-    def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.LayerNorm)):
-                m.reset_parameters()
+        self.node_mlps = nn.ModuleList(mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
+        self._add_output(hidden)
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None, *,
                 pos: Tensor) -> Tensor:
@@ -230,7 +221,7 @@ class SegmentPairEdgeHead(nn.Module):
             into = scatter(seg, outer, 0, dim_size=n, reduce="mean")
             out_of = scatter(seg, inner, 0, dim_size=n, reduce="mean")
             node = node + self.node_mlps[t](torch.cat([self.node_norms[t](node), into, out_of], 1))
-        return self.out(self.out_norm(seg)).squeeze(-1)[edge_segment]
+        return self.logits(seg)[edge_segment]
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, hidden={self.hidden}, "
