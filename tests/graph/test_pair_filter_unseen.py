@@ -7,25 +7,12 @@ import warnings
 
 import pytest
 import torch
-from torch_geometric.data import Data
 
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.simulator import Simulator
 from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning, pair_key
 from gnn_jepa.graph.transform import BuildGraph
-
-
-def _hits(rows) -> Data:
-    """Data from rows (r, phi, z, volume, layer)."""
-    t = torch.tensor([row[:3] for row in rows], dtype=torch.float64)
-    r, phi, z = t.unbind(1)
-    pos = torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], 1).float()
-    return Data(pos=pos, volume_id=torch.tensor([row[3] for row in rows]),
-                layer_id=torch.tensor([row[4] for row in rows]), num_nodes=len(rows))
-
-
-def _both_ways(ei: torch.Tensor) -> torch.Tensor:
-    return torch.cat([ei, ei.flip(0)], 1)
+from tests.graph.test_pair_filter import _both_ways, _hits  # the hand-made-hit helpers
 
 
 @pytest.fixture()
