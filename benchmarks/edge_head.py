@@ -5,10 +5,10 @@ event: encoder + edge head forward, the BCE edge loss on the config's ``edge_lab
 backward, gradient clipping, AdamW and LR-scheduler step, built from
 :class:`gnn_jepa.models.TrackFinding` (``mode: scratch``) itself. Every ``--heads`` entry
 (``mlp``: each edge judged alone, the reference; ``interaction``: edges and hits exchange
-messages for the config's ``head.rounds`` rounds; the rest of the config's ``head`` block
-is kept) runs on the same events, simulated with the config's simulator and graph, one per
-``--particles`` count. Rows carry the median (min, mean) step
-time over ``--steps`` timed steps after ``--warmup``, the peak memory (see
+messages; ``segment_pairs``: segments exchange messages with their continuations, the shipped
+head; the rest of the config's ``head`` block is kept) runs on the same events, simulated
+with the config's simulator and graph, one per ``--particles`` count. Rows carry the median
+(min, mean) step time over ``--steps`` timed steps after ``--warmup``, the peak memory (see
 :class:`benchmarks.common.PeakMemory`), the number of hits and edges, and ``ratio_vs_mlp``.
 
     python -m benchmarks.edge_head --particles 150,1000
@@ -28,7 +28,7 @@ import torch
 from benchmarks import common
 
 DEFAULT_CONFIG = common.ROOT / "configs" / "finetune" / "trackml_small.yaml"
-HEADS = ("mlp", "interaction")
+HEADS = ("mlp", "interaction", "segment_pairs")
 
 
 def make_model(model_args: dict, head: str, device: torch.device, total_steps: int = 1000):

@@ -308,13 +308,13 @@ def test_graph_build_benchmark_times_the_config_graph_and_the_reference(capsys):
     assert doc["config_over_reference"] > 0
 
 
-def test_edge_head_benchmark_times_both_heads_on_the_same_event(capsys, tmp_path):
+def test_edge_head_benchmark_times_every_head_on_the_same_event(capsys, tmp_path):
     out = tmp_path / "edge_head.json"
     doc = eh.main(["--particles", "40", "--steps", "2", "--warmup", "1", "--out", str(out)])
     assert json.loads(capsys.readouterr().out) == doc == json.loads(out.read_text())
-    mlp, inter = doc["rows"]
-    assert (mlp["head"], inter["head"]) == ("mlp", "interaction")
-    assert mlp["edges"] == inter["edges"] > 0 and mlp["hits"] == inter["hits"] > 0
+    mlp, inter, pairs = doc["rows"]
+    assert (mlp["head"], inter["head"], pairs["head"]) == ("mlp", "interaction", "segment_pairs")
+    assert mlp["edges"] == inter["edges"] == pairs["edges"] > 0 and mlp["hits"] == inter["hits"] > 0
     assert mlp["ratio_vs_mlp"] == 1.0
     assert inter["ratio_vs_mlp"] == round(inter["ms_median"] / mlp["ms_median"], 3)
     assert inter["head_params"] > mlp["head_params"]

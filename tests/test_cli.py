@@ -70,12 +70,13 @@ def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config, capsys):
           "--model.output_dir", str(tmp_path / "out"), *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
     printed = capsys.readouterr().out
     # one metrics table (the report's), not Lightning's second one
-    assert printed.count("dm_efficiency") == 1, printed
+    assert printed.count("\ndm_efficiency ") == 1, printed
     assert "test/trackml_score" not in printed
     import json
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     m = summary["metrics"]
     assert 0.0 <= m["trackml_score"] <= 1.0 and m["num_events"] == 2
+    assert 0.0 <= m["ceiling_trackml_score"] <= 1.0  # the graph's ceiling on the same events
     assert (tmp_path / "out" / "efficiency.png").stat().st_size > 0
     main(["predict", "--config", str(ROOT / config), "--model.pretrained", ck, *enc, "--ckpt_path", ft,
           "--model.output_dir", str(tmp_path / "out"), *tiny_trainer(tmp_path / "ft"), *TINY_DATA])

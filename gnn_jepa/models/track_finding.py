@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,7 @@ class TrackFinding(pl.LightningModule):
         self.register_buffer("tuned_threshold", torch.tensor(float("nan")))
         self._test_events: list[dict] = []
         self._val_events: list[dict] = []
+        self._ceiling_reported = False
         self.test_summary: Optional[dict] = None
 
     def forward(self, data) -> torch.Tensor:
@@ -153,9 +154,17 @@ class TrackFinding(pl.LightningModule):
             self._val_events.append(self._event_arrays(batch, torch.sigmoid(logits.float())))
 
     @staticmethod
+    def _truth_scores(data) -> torch.Tensor:
+        """Perfect edge scores: 1 on the true segments (consecutive hits of a particle).
+        Tracks built from them give the graph's ceiling (``gnn_jepa.evaluation.ceiling``)."""
+        ptr = data["ptr"]  # a Batch, or the dict of _event_arrays
+        batch = torch.repeat_interleave(torch.arange(len(ptr) - 1, device=ptr.device), ptr.diff())
+        return segment_labels(data["particle_id"], data["hit_order"], data["edge_index"], batch).float()
+
+    @staticmethod
     def _event_arrays(batch, scores: torch.Tensor) -> dict:
         """What track building and the TrackML score need, on the CPU."""
-        keys = ("edge_index", "pos", "particle_id", "weight", "ptr")
+        keys = ("edge_index", "pos", "particle_id", "hit_order", "weight", "ptr")
         return {"scores": scores.detach().cpu(), **{k: getattr(batch, k).detach().cpu() for k in keys}}
 
     def on_validation_epoch_end(self) -> None:
@@ -165,7 +174,9 @@ class TrackFinding(pl.LightningModule):
         grid = self.tracks.threshold_grid
         # per threshold: summed scores of the events that have one; then the count of those
         # events and of the events without a score (weights summing to 0), reduced over ranks
-        totals = torch.zeros(len(grid) + 2, dtype=torch.float64)
+        # the last three: the ceiling (truth edge scores) summed over the scored events, then
+        # the counts of scored and unscored events
+        totals = torch.zeros(len(grid) + 3, dtype=torch.float64)
         for b in events:
             ptr = b["ptr"].tolist()
             pid, w = b["particle_id"].numpy(), b["weight"].numpy()
@@ -175,6 +186,8 @@ class TrackFinding(pl.LightningModule):
             totals[-1] += len(ptr) - 1 - len(scored)
             if not scored:
                 continue
+            truth = self.reconstruct(b, self._truth_scores(b), threshold=0.5).numpy()
+            totals[-3] += sum(trackml_score(truth[sl], pid[sl], w[sl]) for sl in scored)
             for i, thr in enumerate(grid):
                 tid = self.reconstruct(b, b["scores"], threshold=thr).numpy()
                 totals[i] += sum(trackml_score(tid[sl], pid[sl], w[sl]) for sl in scored)
@@ -188,6 +201,12 @@ class TrackFinding(pl.LightningModule):
         if n_scored == 0:
             return
         means = totals[:len(grid)] / n_scored
+        ceiling = float(totals[-3] / n_scored)
+        if not self._ceiling_reported:
+            rank_zero_info(f"Graph ceiling on the {n_scored} validation events: TrackML score "
+                           f"{ceiling:.4f} with truth edge scores ({self.tracks.building} building)")
+            self._ceiling_reported = True
+        self.log("val/ceiling_trackml_score", ceiling, rank_zero_only=True)
         if not torch.isfinite(means).all():
             raise RuntimeError(f"threshold tuning: non-finite mean TrackML scores {means.tolist()}")
         best = int(torch.argmax(means))  # ties: the lowest threshold
@@ -227,11 +246,13 @@ class TrackFinding(pl.LightningModule):
         self._test_events.append({"edge_scores": scores, "edge_y": y})
         # one encoder pass and one track building for the whole batch, then split per event
         track_id = self.reconstruct(batch, torch.sigmoid(logits)).cpu().numpy()
+        truth_id = self.reconstruct(batch, self._truth_scores(batch), threshold=0.5).cpu().numpy()
         ptr = batch.ptr.cpu().numpy()
         for k, data in enumerate(batch.to_data_list()):
             tid = track_id[ptr[k]:ptr[k + 1]]
             self._test_events.append({
-                "track_id": tid, "particle_id": data.particle_id.cpu().numpy(),
+                "track_id": tid, "ceiling_track_id": truth_id[ptr[k]:ptr[k + 1]],
+                "particle_id": data.particle_id.cpu().numpy(),
                 "pt": data.pt.cpu().numpy(), "eta": data.particle_eta.cpu().numpy(),
                 "weight": data.weight.cpu().numpy(), "event_id": int(data.event_id)})
 
@@ -241,6 +262,13 @@ class TrackFinding(pl.LightningModule):
         self._test_events = []
         summary = summarize_events(events, edges, pt_min=self.hparams.pt_min,
                                    min_hits=self.tracks.min_hits, threshold=self.threshold)
+        # the graph's ceiling on the same events: tracks built from truth edge scores
+        ceiling = summarize_events([{**e, "track_id": e["ceiling_track_id"]} for e in events],
+                                   pt_min=self.hparams.pt_min, min_hits=self.tracks.min_hits)
+        for k in ("trackml_score", "dm_efficiency", "fake_rate"):
+            summary["metrics"][f"ceiling_{k}"] = ceiling["metrics"][k]
+            if f"metrics.{k}" in ceiling["undefined"]:
+                summary["undefined"][f"metrics.ceiling_{k}"] = ceiling["undefined"][f"metrics.{k}"]
         for k, v in summary["metrics"].items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.log(f"test/{k}", float(v), sync_dist=True)

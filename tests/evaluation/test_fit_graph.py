@@ -6,19 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from gnn_jepa.cli import COMMANDS, main
 from gnn_jepa.data.convert import event_to_data
-from gnn_jepa.data.detector import trackml_geometry
 from gnn_jepa.data.trackml import list_events, read_event, write_event
 from gnn_jepa.evaluation.fit_graph import _round_up
 from gnn_jepa.graph.edges import graph_truth_metrics
 from gnn_jepa.graph.metric_learning import load_hit_embedding
 from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning
 from gnn_jepa.graph.transform import BuildGraph
+from studies.other_detector.renumber import renumber
 
 #: small and fast: 4 fit + 2 held-out events of 100 particles (~1k hits), a small MLP
 FAST = ["--fit-events", "4", "--eval-events", "2", "--steps", "60", "--hidden", "16",
@@ -27,30 +26,13 @@ SHIPPED = {"kind": "learned", "embedding": "trackml", "pair_filter": "trackml_al
            "radius": 0.16}
 
 
-def renumber(folder: Path) -> None:
-    """Another detector's numbering, in place: the 10 barrel layers -> volume 1, layers
-    1..10 by radius; disks at z < 0 -> volume 2, z > 0 -> volume 3, layers 1.. by |z|."""
-    geo = trackml_geometry()
-    new = {(c.volume_id, c.layer_id): (1, k + 1)
-           for k, c in enumerate(sorted(geo.cylinders, key=lambda c: c.radius))}
-    for vol, side in ((2, -1), (3, 1)):
-        disks = sorted((d for d in geo.disks if np.sign(d.z) == side),
-                       key=lambda d: (abs(d.z), d.r_min))
-        new.update({(d.volume_id, d.layer_id): (vol, k + 1) for k, d in enumerate(disks)})
-    for prefix in list_events(folder):
-        ev = read_event(prefix)
-        ids = np.array([new[(v, lay)] for v, lay in zip(ev.hits.volume_id, ev.hits.layer_id)])
-        ev.hits["volume_id"], ev.hits["layer_id"] = ids[:, 0], ids[:, 1]
-        write_event(ev, prefix)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit_graph")
     main(["simulate", "--num-events", "6", "--num-particles", "100", "--out",
           str(root / "sim")])
     shutil.copytree(root / "sim", root / "other")
-    renumber(root / "other")
+    renumber(root / "other", zero_weights=False)
     return root
 
 

@@ -195,3 +195,37 @@ def test_threshold_is_tuned_on_validation_events(tmp_path):
     path = tmp_path / "tf.ckpt"
     trainer.save_checkpoint(path)
     assert TrackFinding.load_from_checkpoint(path).threshold == pytest.approx(0.6)
+
+
+def test_graph_ceiling_is_logged_at_validation_and_reported_at_test(tmp_path):
+    """With the middle segment of 4 of the 12 tracks cut from every graph, truth edge scores
+    can no longer give perfect tracks: the ceiling that validation logs and the one the test
+    summary reports both equal ``evaluation.ceiling.tracking_ceiling`` averaged over the
+    events, and lie below 1."""
+    import lightning.pytorch as pl
+    from torch_geometric.loader import DataLoader
+
+    from gnn_jepa.evaluation.ceiling import tracking_ceiling
+    from tests.models.conftest import toy_event
+
+    events = []
+    for s in range(3):
+        d = toy_event(s)
+        a, b = d.edge_index
+        cut = ((d.particle_id[a] == d.particle_id[b]) & (d.particle_id[a] <= 4)
+               & (torch.minimum(d.hit_order[a], d.hit_order[b]) == 3)
+               & ((d.hit_order[a] - d.hit_order[b]).abs() == 1))
+        d.edge_index, d.edge_attr, d.y = d.edge_index[:, ~cut], d.edge_attr[~cut], d.y[~cut]
+        events.append(d)
+    want = sum(tracking_ceiling(d, d.edge_index)["trackml_score"] for d in events) / len(events)
+    assert 0.5 < want < 0.99
+    tf = TrackFinding(mode="scratch", edge_label="segment", tracks=TrackBuildingConfig(
+        tune_threshold=True, threshold_grid=(0.5,)), **ENC)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path), enable_model_summary=False)
+    out = trainer.validate(tf, DataLoader(events, batch_size=2), verbose=False)[0]
+    assert out["val/ceiling_trackml_score"] == pytest.approx(want, rel=1e-6)
+    trainer.test(tf, DataLoader(events, batch_size=2), verbose=False)
+    m = tf.test_summary["metrics"]
+    assert m["ceiling_trackml_score"] == pytest.approx(want, rel=1e-6)
+    assert m["ceiling_fake_rate"] == 0.0 and m["ceiling_dm_efficiency"] <= 1.0

@@ -1,0 +1,157 @@
+"""TrackML score against the number of labelled events: the supervised reference curve.
+
+Each run fits ``configs/finetune/trackml_small.yaml`` (150 particles/event; early stopping on
+the validation TrackML score, 5 validations of patience, at most 1,500 steps) on N labelled
+events with one seed, then tests its best checkpoint (the cut tuned at that validation) on the
+config's 20 held-out events, through the ``gnn-jepa`` CLI itself:
+
+    python -m studies.label_curve.run --arm scratch --labels 1,3,10,30,100,300 --seeds 0,1,2
+
+Every finished run leaves ``<results>/<arm>_L<labels>_s<seed>.json`` (test metrics, best and
+last step, wall time, the two commands; logs and checkpoints under ``--work``); runs whose file exists are skipped, so the command
+resumes and several copies with different ``--seeds`` can share the machine. After each run the
+curve is rewritten from all run files: ``<results>/curve.json``, ``{"<arm>": {"<labels>":
+[score per seed, seed order], ...}, "runs": {...}}``. ``--threads`` sets ``OMP_NUM_THREADS`` of
+the runs; extra ``gnn-jepa`` arguments follow ``--`` (e.g. ``-- --model.pretrained CKPT`` with
+``--arm jepa``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = "configs/finetune/trackml_small.yaml"
+RESULTS = ROOT / "studies" / "label_curve" / "results"
+WORK = ROOT / "runs" / "label_curve"
+KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edge_auc", "threshold",
+        "num_events")
+
+
+def run_name(arm: str, labels: int, seed: int) -> str:
+    return f"{arm}_L{labels}_s{seed}"
+
+
+def best_checkpoint(ckpt_dir: Path) -> tuple[Path, int]:
+    """The one monitored checkpoint (``save_top_k: 1``) and its step."""
+    found = [p for p in ckpt_dir.glob("*.ckpt") if p.name != "last.ckpt"]
+    if len(found) != 1:
+        raise RuntimeError(f"{ckpt_dir}: expected one best checkpoint besides last.ckpt, found "
+                           f"{sorted(p.name for p in found)} (did any validation run?)")
+    m = re.search(r"step=(\d+)", found[0].name)
+    return found[0], int(m.group(1)) if m else -1
+
+
+def last_step(metrics_csv: Path) -> int:
+    with metrics_csv.open() as f:
+        return max(int(r["step"]) for r in csv.DictReader(f) if r.get("step"))
+
+
+def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, extra: list[str]) -> dict:
+    work = work_root / run_name(arm, labels, seed)
+    common = ["--config", CONFIG, "--data.num_train", str(labels), "--seed_everything", str(seed),
+              "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
+              str(work)]
+    if arm == "scratch":
+        common += ["--model.mode", "scratch"]
+    common += extra
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
+    cli = [sys.executable, "-m", "gnn_jepa.cli"]
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with (work / "fit.log").open("w") as log:
+        subprocess.run(cli + ["fit"] + common, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=True)
+    versions = sorted(work.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
+    ckpt, best = best_checkpoint(versions[-1] / "checkpoints")
+    test_args = common + ["--ckpt_path", str(ckpt), "--model.output_dir", str(work / "test")]
+    with (work / "test.log").open("w") as log:
+        subprocess.run(cli + ["test"] + test_args, cwd=ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True)
+    metrics = json.loads((work / "test" / "metrics.json").read_text())["metrics"]
+    fmt = lambda args: "gnn-jepa " + " ".join(args)  # noqa: E731
+    return {"arm": arm, "labelled_events": labels, "seed": seed,
+            **{k: metrics[k] for k in KEYS},
+            "best_step": best, "last_step": last_step(versions[-1] / "metrics.csv"),
+            "wall_s": round(time.time() - start, 1), "threads": threads,
+            "fit_command": fmt(["fit"] + common), "test_command": fmt(["test"] + test_args)}
+
+
+def curve(results: Path) -> dict:
+    """``{arm: {labels: [score per seed]}}`` plus per-cell statistics, from the run files."""
+    runs: dict[str, dict[int, dict[int, dict]]] = {}
+    for path in sorted(results.glob("*_L*_s*.json")):
+        r = json.loads(path.read_text())
+        runs.setdefault(r["arm"], {}).setdefault(r["labelled_events"], {})[r["seed"]] = r
+    doc: dict = {}
+    stats: dict = {}
+    for arm, by_labels in sorted(runs.items()):
+        doc[arm] = {}
+        stats[arm] = {}
+        for labels in sorted(by_labels):
+            seeds = by_labels[labels]
+            scores = [seeds[s]["trackml_score"] for s in sorted(seeds)]
+            doc[arm][str(labels)] = scores
+            stats[arm][str(labels)] = {
+                "seeds": sorted(seeds), "mean": statistics.fmean(scores), "min": min(scores),
+                "max": max(scores),
+                **{k: statistics.fmean(seeds[s][k] for s in seeds)
+                   for k in ("dm_efficiency", "fake_rate")},
+                "best_step": [seeds[s]["best_step"] for s in sorted(seeds)],
+                "test_events": sorted({seeds[s]["num_events"] for s in seeds})}
+    doc["stats"] = stats
+    return doc
+
+
+def write_curve(results: Path) -> dict:
+    doc = curve(results)
+    tmp = results / f".curve.{os.getpid()}.json"
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(results / "curve.json")
+    return doc
+
+
+def main(argv: Optional[list[str]] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arm", default="scratch", help="scratch, or a name for runs given -- args")
+    p.add_argument("--labels", default="1,3,10,30,100,300")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--work", type=Path, default=WORK, help="run folders (logs, checkpoints)")
+    p.add_argument("--summarize", action="store_true", help="only rewrite curve.json")
+    args = p.parse_args(argv)
+    if not re.fullmatch(r"[a-z0-9_]+", args.arm):
+        raise SystemExit(f"--arm must be lower-case letters, digits or _, got {args.arm!r}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    if not args.summarize:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for labels in [int(n) for n in args.labels.split(",")]:
+                path = args.results / f"{run_name(args.arm, labels, seed)}.json"
+                if path.exists():
+                    continue
+                print(f"label_curve: {args.arm}, {labels} labelled events, seed {seed}", flush=True)
+                row = one_run(args.arm, labels, seed, args.work, args.threads, extra)
+                path.write_text(json.dumps(row, indent=1) + "\n")
+                print(json.dumps({k: row[k] for k in ("trackml_score", "dm_efficiency",
+                                                      "fake_rate", "best_step", "wall_s")}), flush=True)
+                write_curve(args.results)
+    doc = write_curve(args.results)
+    print(json.dumps(doc["stats"], indent=1))
+    return doc
+
+
+if __name__ == "__main__":
+    main()
