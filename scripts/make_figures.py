@@ -4,9 +4,10 @@
     python scripts/make_figures.py            # docs/figures/label_curve.png, event_display.png
     python scripts/make_figures.py --out DIR  # somewhere else
 
-* ``label_curve.png``: TrackML score vs labelled events for the scratch, JEPA fine-tuned and
-  JEPA frozen encoders, mean with min-max bars over seeds, from the ``label_curve`` section of
-  ``benchmarks/results/headline.json`` (and the small config's ceiling from ``tracking``).
+* ``label_curve.png``: TrackML score vs labelled events for each arm of the ``label_curve``
+  section of ``benchmarks/results/headline.json`` that has runs (scratch; JEPA arms once they
+  are added), mean with min-max bars over the per-seed scores, and the small config's ceiling
+  from ``tracking``; skipped (the existing file kept) while no arm has runs.
 * ``event_display.png``: one simulated event of the small configs (trackml preset, 150
   particles, |eta| < 2.5, fixed seed): hits by particle, the radius graph's true and fake
   edges, and one draw of the JEPA context and target regions (xy and rz), built with the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -47,6 +49,7 @@ SAVE_KW = {"metadata": {"Software": None}, "pil_kwargs": {"optimize": False}}
 
 ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not overlap)
     "scratch": ("tab:blue", "o", 1.0),
+    "jepa": ("tab:orange", "s", 1.06),
     "finetune": ("tab:orange", "s", 1.06),
     "frozen": ("tab:green", "^", 1.12),
 }
@@ -55,43 +58,56 @@ __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
 
 
 # ---------------------------------------------------------------------------- label curve
+def _small_ceiling(headline: dict) -> float | None:
+    """The ceiling of the first small-config tracking entry (name ``small...``) that has one."""
+    for name, e in headline.get("tracking", {}).items():
+        if name.startswith("small") and e.get("ceiling") is not None:
+            return e["ceiling"]
+    return None
+
+
 def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)):
-    """TrackML score vs labelled events (log x), one series per arm with min-max bars."""
-    entries = [e for e in headline["label_curve"] if e["metric"] == "trackml_score"]
-    if not entries:
-        raise ValueError("headline.json: no label_curve entries with metric 'trackml_score'")
+    """TrackML score vs labelled events (log x), one series per arm with runs (mean, min-max
+    bars over its per-seed scores); arms without runs are left out. Raises ValueError when no
+    arm has any run."""
+    lc = headline["label_curve"]
+    meta = lc.get("meta", {})
+    arms = {arm: curve for arm, curve in lc.items() if arm != "meta" and curve}
+    if not arms:
+        raise ValueError("headline.json: no label_curve arm has runs yet")
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    arms: dict[str, list[dict]] = {}
-    for e in entries:
-        arms.setdefault(e["arm"], []).append(e)
-    for arm, es in arms.items():
-        es = sorted(es, key=lambda e: e["labelled_events"])
+    for arm, curve in arms.items():
+        ns = sorted(curve, key=int)
+        scores = [curve[n] for n in ns]
         color, marker, shift = ARM_STYLE.get(arm, ("0.3", "D", 1.0))
-        x = [e["labelled_events"] * shift for e in es]
-        y = [e["mean"] for e in es]
-        err = [[e["mean"] - e["min"] for e in es], [e["max"] - e["mean"] for e in es]]
-        runs = sorted({e["runs"] for e in es})
+        x = [int(n) * shift for n in ns]
+        y = [statistics.fmean(s) for s in scores]
+        err = [[m - min(s) for m, s in zip(y, scores)], [max(s) - m for m, s in zip(y, scores)]]
+        runs = sorted({len(s) for s in scores})
         ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=4, linewidth=1.6,
-                    markersize=6, label=f"{es[0]['row']} ({'/'.join(map(str, runs))} seeds)")
-    ceiling = next((e for e in headline.get("tracking", [])
-                    if e["metric"] == "trackml_score" and "ceiling" in e["row"]
-                    and e["row"].startswith("150")), None)
+                    markersize=6, label=f"{meta.get(arm, {}).get('row', arm)} "
+                                        f"({'/'.join(map(str, runs))} seeds)")
+    ceiling = _small_ceiling(headline)
     if ceiling is not None:
-        ax.axhline(ceiling["value"], color="0.35", linestyle="--", linewidth=1.0,
-                   label=f"ceiling: truth edge scores on the same graphs ({ceiling['value']:.3f})")
-    ns = sorted({e["labelled_events"] for e in entries})
+        ax.axhline(ceiling, color="0.35", linestyle="--", linewidth=1.0,
+                   label=f"ceiling: truth edge scores on the same graphs ({ceiling:.3f})")
+    ns = sorted({int(n) for curve in arms.values() for n in curve})
     ax.set_xscale("log")
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlim(ns[0] / 1.6, ns[-1] * 1.8)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("labelled training events (150 particles each)")
-    ax.set_ylabel("TrackML score (6 held-out events)")
-    ax.set_title("Track finding vs labelled events: scratch vs JEPA-pretrained encoder",
-                 fontsize=10)
+    test_events = {meta.get(arm, {}).get("test_events") for arm in arms}
+    ax.set_ylabel(f"TrackML score ({test_events.pop()} held-out events)"
+                  if len(test_events) == 1 and None not in test_events
+                  else "TrackML score (held-out events)")
+    ax.set_title("Track finding vs labelled events", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.text(0.02, 0.03, "marker = mean, bar = min-max over seeds;\nJEPA points shifted right "
-            "for legibility", transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")
+    note = "marker = mean, bar = min-max over seeds"
+    if len(arms) > 1:
+        note += ";\npoints of later arms shifted right for legibility"
+    ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")
     return fig
 
 
@@ -185,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     headline = json.loads(Path(args.headline).read_text())
-    for path in (save(label_curve_figure(headline), out / "label_curve.png"),
-                 save(event_display_figure(), out / "event_display.png")):
+    try:
+        curve = label_curve_figure(headline)
+    except ValueError as e:  # no runs yet: keep the existing label_curve.png
+        print(f"skipped {out / 'label_curve.png'}: {e}")
+        curve = None
+    paths = [save(curve, out / "label_curve.png")] if curve is not None else []
+    for path in paths + [save(event_display_figure(), out / "event_display.png")]:
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
