@@ -28,6 +28,7 @@ from torch_geometric.utils import scatter, subgraph
 from gnn_jepa.config import merge_config
 from gnn_jepa.geometry import cylindrical
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker, assign_cells, tile_regions
+from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
 from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.losses import AntiCollapse
@@ -201,6 +202,8 @@ class JEPAPretraining(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         masks = self.masker(batch, self.mask_generator(self.global_step))
         out = self.jepa_forward(batch, masks)
+        self._batch_events = batch_events(batch)
+        check_loss(out["loss"], step=self.global_step, events=self._batch_events)
         bs = int(batch.num_graphs)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
@@ -208,6 +211,13 @@ class JEPAPretraining(pl.LightningModule):
         self.log("train/ema_momentum", self.momentum(), batch_size=bs)
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        check_gradients(self.named_parameters(), step=self.global_step,
+                        events=getattr(self, "_batch_events", "events of an unknown id"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from gnn_jepa.config import merge_config
 from gnn_jepa.graph.edges import edge_labels, segment_labels
 from gnn_jepa.models.checkpoints import load_pretrained_encoder
+from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
 from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
@@ -134,8 +135,17 @@ class TrackFinding(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         logits = self(batch)
         loss = self.edge_loss(logits, self.edge_targets(batch))
+        self._batch_events = batch_events(batch)
+        check_loss(loss, step=self.global_step, events=self._batch_events)
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        check_gradients(self.named_parameters(), step=self.global_step,
+                        events=getattr(self, "_batch_events", "events of an unknown id"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch)

@@ -32,7 +32,7 @@ fi
 "$PY" -m gnn_jepa.cli fit-graph "$OUT/events" --out "$OUT/graph" --fit-events 8 --eval-events 4 \
     --compare '{"kind": "learned", "embedding": "trackml", "pair_filter": "trackml_all_pt", "radius": 0.16}' \
     | tee "$OUT/fit_graph.log"
-graph=$("$PY" -c "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))" "$OUT/graph/graph.yaml")
+graph=$("$PY" -c "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))['graph']))" "$OUT/graph/graph.yaml")
 RUN="$OUT/L${LABELS}_s${SEED}"
 common=(--config configs/finetune/trackml_small.yaml --model.mode scratch
         --data.source trackml --data.data_dir "$OUT/events" --data.train_offset 12
