@@ -8,7 +8,9 @@ as a partial YAML block does on the command line.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, TypeVar
+import inspect
+import typing
+from typing import Any, Callable, Mapping, TypeVar
 
 C = TypeVar("C")
 
@@ -38,3 +40,44 @@ def merge_config(value: Any, default: C, name: str) -> C:
     if unknown:
         raise ValueError(f"{name}: unknown keys {unknown}; known: {sorted(known)}")
     return dataclasses.replace(default, **value)
+
+
+def build_from_options(factory: Callable[..., C], options: Mapping[str, Any] | None, name: str,
+                       **fixed: Any) -> C:
+    """``factory(**options, **fixed)`` for a plain-dict config block (``data.graph``,
+    ``model.masker``), with errors that name the key path.
+
+    Unknown keys are named with the known ones; a value of the wrong kind for a parameter
+    annotated ``int``, ``float`` or ``bool`` (``num_targets: "four"``) is named with its key;
+    any other ``ValueError`` or ``TypeError`` of the factory is prefixed with ``name``.
+
+    Args:
+        factory: a class or function taking keyword arguments.
+        options: the block (``None``: no options).
+        name: its key path in messages, e.g. ``"data.graph"``.
+        fixed: arguments the caller sets (not user keys).
+    """
+    options = dict(options or {})
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = [p for p in inspect.signature(target).parameters if p != "self"]
+    unknown = sorted(set(options) - set(params) | set(options) & set(fixed))
+    if unknown:
+        raise ValueError(f"{name}: unknown key(s) {unknown}; known: "
+                         f"{sorted(set(params) - set(fixed))}")
+    hints = typing.get_type_hints(target)
+    for key, value in options.items():
+        want = hints.get(key)
+        if want is bool:
+            ok = isinstance(value, bool)
+        elif want is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif want is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{name}.{key}: expected {want.__name__}, got {value!r}")
+    try:
+        return factory(**options, **fixed)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from err

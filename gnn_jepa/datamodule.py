@@ -18,8 +18,10 @@ import torch
 from torch.utils.data import DistributedSampler
 from torch_geometric.loader import DataLoader
 
+from gnn_jepa.config import build_from_options
 from gnn_jepa.data.convert import DEFAULT_FEATURES
 from gnn_jepa.data.dataset import EventDataset, EventSource, OnTheFlyDataset
+from gnn_jepa.data.trackml import MAX_COORDINATE_MM
 from gnn_jepa.graph.transform import BuildGraph
 
 #: Global-index offsets of the fixed validation and test sets of a simulated stream: far
@@ -134,6 +136,8 @@ class EventDataModule(pl.LightningDataModule):
             seconds to simulate and graph, so 100 of them take minutes in one process. The
             cached files are the same either way; it needs the ``fork`` start method (Linux),
             elsewhere the main process does the work.
+        max_coordinate: a TrackML hit with ``|x|``, ``|y|`` or ``|z|`` at or above this many
+            mm is an error naming file, row and value (default 1e5).
     """
 
     def __init__(self, source: str = "simulate", simulator: Optional[dict] = None,
@@ -141,13 +145,15 @@ class EventDataModule(pl.LightningDataModule):
                  num_test: int = 4, train_offset: int = 0, on_the_fly: bool = False,
                  graph: Optional[dict] = None, features: list[str] = list(DEFAULT_FEATURES),
                  batch_size: int = 2, num_workers: int = 0, cache_dir: Optional[str] = "data/cache",
-                 seed: int = 0, prepare_workers: int = 0):
+                 seed: int = 0, prepare_workers: int = 0,
+                 max_coordinate: float = MAX_COORDINATE_MM):
         super().__init__()
         if prepare_workers < 0:
             raise ValueError(f"prepare_workers must be >= 0, got {prepare_workers}")
         self.save_hyperparameters()
-        self.source = EventSource(source, simulator=simulator, data_dir=data_dir, seed=seed)
-        self.graph_transform = BuildGraph(**(graph or {}))
+        self.source = EventSource(source, simulator=simulator, data_dir=data_dir, seed=seed,
+                                  max_coordinate=max_coordinate)
+        self.graph_transform = build_from_options(BuildGraph, graph, "data.graph")
         self.features = list(features)
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -91,6 +91,10 @@ CORPUS = {
     "wrong_dtype_float": ("hits", _set("x", 1, "12,5"), ["column 'x'", "row 1", "'12,5'", "not a number"]),
     "unknown_particle": ("truth", _set("particle_id", 0, "999999999"), ["particle_id 999999999",
                                                                         "absent from"]),
+    "huge_coordinate": ("hits", _set("x", 6, "1e30"), ["column 'x'", "row 6", "value 1e+30 mm",
+                                                       "outside any detector", "--data.max_coordinate"]),
+    "coordinate_in_um": ("hits", _set("z", 2, "-250000.0"), ["column 'z'", "row 2", "-250000.0 mm",
+                                                             "|z| >= 100000 mm"]),
 }
 
 
@@ -118,6 +122,18 @@ def test_bad_csv_event_is_named_and_leaves_nothing_half_written(tmp_path, data_d
     bad.write_bytes(original)
     datamodule(data_dir, cache).prepare_data()
     assert len(list(cache.rglob("event_*.pt"))) == NUM_EVENTS
+
+
+def test_the_coordinate_limit_is_configurable(data_dir, tmp_path):
+    """A detector larger than the default limit reads with a larger ``max_coordinate``; a
+    non-positive limit is refused."""
+    _edit(data_dir / f"event{1001:09d}-hits.csv", _set("z", 2, "-250000.0"))
+    with pytest.raises(TrackMLFormatError, match="-250000.0 mm"):
+        EventDataset(EventSource("trackml", data_dir=str(data_dir)), [1])[0]
+    data = EventDataset(EventSource("trackml", data_dir=str(data_dir), max_coordinate=1e6), [1])[0]
+    assert float(data.pos[:, 2].min()) == -250000.0
+    with pytest.raises(ValueError, match="max_coordinate must be > 0"):
+        EventSource("trackml", data_dir=str(data_dir), max_coordinate=0)
 
 
 def test_missing_events_are_named(data_dir, tmp_path):

@@ -19,7 +19,7 @@ from torch_geometric.data import Data
 
 from gnn_jepa.data.convert import DEFAULT_FEATURES, event_to_data
 from gnn_jepa.data.simulator import Simulator, event_seed
-from gnn_jepa.data.trackml import list_events, read_event
+from gnn_jepa.data.trackml import MAX_COORDINATE_MM, list_events, read_event
 
 
 def config_hash(config: dict) -> str:
@@ -71,16 +71,22 @@ class EventSource:
             (``preset`` plus overrides) when ``kind == "simulate"``.
         data_dir: the folder of ``event*-hits.csv`` files when ``kind == "trackml"``.
         seed: the simulation seed stream.
+        max_coordinate: largest hit ``|x|, |y|, |z|`` (mm) a TrackML file may hold
+            (:func:`gnn_jepa.data.trackml.read_event`).
     """
 
     def __init__(self, kind: str = "simulate", simulator: dict | None = None,
-                 data_dir: str | None = None, seed: int = 0):
+                 data_dir: str | None = None, seed: int = 0,
+                 max_coordinate: float = MAX_COORDINATE_MM):
         if kind not in ("simulate", "trackml"):
             raise ValueError(f"unknown event source {kind!r}; use 'simulate' or 'trackml'")
         self.kind = kind
         self.simulator_kwargs = dict(simulator or {})
         self.data_dir = data_dir
         self.seed = int(seed)
+        if not max_coordinate > 0:
+            raise ValueError(f"max_coordinate must be > 0 (mm), got {max_coordinate}")
+        self.max_coordinate = float(max_coordinate)
         self._simulator = None
         self._prefixes: list[Path] | None = None
         if kind == "trackml" and not data_dir:
@@ -113,7 +119,7 @@ class EventSource:
         prefixes = self.prefixes()
         if index >= len(prefixes):
             raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} events")
-        return read_event(prefixes[index])
+        return read_event(prefixes[index], max_coordinate=self.max_coordinate)
 
 
 class EventDataset(Dataset):

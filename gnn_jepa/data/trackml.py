@@ -185,7 +185,13 @@ def _read_table(path: Path, part: str) -> pd.DataFrame:
     return df[[c for c in SCHEMA[part] if c in dtypes] + extra]
 
 
-def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
+#: Largest |x|, |y|, |z| (mm) a hit may have by default: ten times the size of the largest
+#: collider detectors, so that only a unit mix-up or a corrupt value trips it.
+MAX_COORDINATE_MM = 1e5
+
+
+def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS,
+               max_coordinate: float = MAX_COORDINATE_MM) -> Event:
     """Read one TrackML event.
 
     Args:
@@ -195,6 +201,9 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
             ``event.cells is None``); requested hits/truth/particles must exist. Tables
             not requested come back as zero-row tables with the canonical columns
             (``cells``: ``None``).
+        max_coordinate: a hit with ``|x|``, ``|y|`` or ``|z|`` at or above this many mm is
+            an error (default :data:`MAX_COORDINATE_MM`): one absurd but finite hit would
+            otherwise make every loss of its batch NaN.
 
     Returns:
         The :class:`Event`, columns in canonical order and dtypes (extra columns kept
@@ -203,7 +212,8 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
 
     Raises:
         TrackMLFormatError: a missing/empty file, a missing column, a non-numeric or
-            non-finite value, a negative weight, duplicate ids, truth rows that do not match
+            non-finite value, a hit coordinate beyond ``max_coordinate``, a negative weight,
+            duplicate ids, truth rows that do not match
             the hits row for row, or a truth particle absent from the particles table.
     """
     prefix = Path(prefix)
@@ -232,6 +242,7 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS) -> Event:
         sources[part] = str(path)
     reason = _stub_weights(tables["truth"]) if "truth" in parts else None
     _validate(tables, sources, truth_known="truth" in parts, particles_known="particles" in parts)
+    _check_coordinates(tables["hits"], sources["hits"], max_coordinate)
     if "truth" in parts:
         _complete_weights(prefix, tables, sources, reason, particles_known="particles" in parts)
     return Event(hits=tables["hits"], truth=tables["truth"], particles=tables["particles"],
@@ -284,6 +295,22 @@ def _complete_weights(prefix: Path, tables: dict, sources: dict[str, str], reaso
 def _row_desc(df: pd.DataFrame, part: str, i: int) -> str:
     idc = _ID_COLUMN[part]
     return f"row {i} ({idc} {df[idc].iat[i]})"
+
+
+def _check_coordinates(hits: pd.DataFrame, source: str, limit: float) -> None:
+    """Every hit within ``|x|, |y|, |z| < limit`` mm, else an error naming the first bad one."""
+    if not limit > 0:
+        raise ValueError(f"max_coordinate must be > 0 (mm), got {limit}")
+    for col in ("x", "y", "z"):
+        v = hits[col].to_numpy()
+        bad = np.flatnonzero(np.abs(v) >= limit)
+        if len(bad):
+            i = int(bad[0])
+            raise TrackMLFormatError(
+                f"{source}: column '{col}' {_row_desc(hits, 'hits', i)}: value {float(v[i])!r} mm is "
+                f"outside any detector (|{col}| >= {limit:g} mm; {len(bad)} such rows). A unit "
+                "mix-up or a corrupt value? If your detector is this large, raise the limit "
+                "(read_event(max_coordinate=...), --data.max_coordinate).")
 
 
 def _validate(tables: dict[str, pd.DataFrame | None], sources: dict[str, str], *,

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import scatter, subgraph
 
-from gnn_jepa.config import merge_config
+from gnn_jepa.config import build_from_options, merge_config
 from gnn_jepa.geometry import cylindrical
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker, assign_cells, tile_regions
 from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
@@ -110,7 +110,7 @@ class JEPAPretraining(pl.LightningModule):
         self.target_encoder = copy.deepcopy(self.context_encoder)
         for p in self.target_encoder.parameters():
             p.requires_grad_(False)
-        self.masker = RegionMasker(**{**(masker or {}), "seed": mask_seed})
+        self.masker = build_from_options(RegionMasker, masker, "model.masker", seed=mask_seed)
         self.predictor = self.predictor_config.build(self.encoder_config.d_embedding,
                                                      d_descriptor=len(DESCRIPTOR_COLUMNS))
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
