@@ -25,15 +25,21 @@ as ``studies/learned_graph`` made the shipped ones (``--pt-weight 1 --filter-pt-
 4. The radius: the one at which the filtered graph has mean degree ``--target-degree`` on
    the fit events (exact: the distances of the filtered pairs are sorted), rounded up to 4
    significant digits; or ``--radius``.
-5. On the held-out events, for the chosen graph, each ``--radii`` value and each
+5. With ``--edge-filter-efficiency E``: an :class:`~gnn_jepa.graph.edge_filter.EdgeFilter`
+   (a per-pair MLP on the pair's geometry) is trained on the fit events' graphs at that
+   radius and cut so that a share ``E`` of their true segments survives; the graph then
+   ends with it (``edge_filter`` in the graph block; the degree target applies before it).
+6. On the held-out events, for the chosen graph (and, with an edge filter, the same graph
+   without it), each ``--radii`` value and each
    ``--compare`` graph (e.g. the shipped presets): edge efficiency over all true segments
    and over those of particles with pT > ``--pt-min``, mean degree, purity, the hits on
    (volume, layer) ids the graph's filter never saw, and the graph's ceiling (TrackML score
    and DM efficiency of walkthrough tracks built from truth edge scores,
    :func:`~gnn_jepa.evaluation.ceiling.tracking_ceiling`). A table, or JSON with ``--json``.
 
-Writes into ``--out``: ``embedding.pt``, ``pair_filter.json``, ``graph.yaml`` (the config's
-``graph:`` block, pointing at the two files) and ``fit_graph.json`` (the report).
+Writes into ``--out``: ``embedding.pt``, ``pair_filter.json``, ``edge_filter.pt`` (with an
+edge filter), ``graph.yaml`` (the config's ``graph:`` block, pointing at those files) and
+``fit_graph.json`` (the report).
 
 About 30 s on one CPU thread for 8 + 4 events of ~9.3k hits (1,000 simulated particles),
 most of it training; ``--steps``, ``--hidden`` and ``--layers`` make it smaller for tests.
@@ -55,6 +61,7 @@ import torch
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.trackml import TrackMLFormatError, list_events, read_event
 from gnn_jepa.evaluation.graph_scan import pooled_graph_metrics
+from gnn_jepa.graph.edge_filter import fit_edge_filter
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.metric_learning import HitEmbedding, LearnedFrame, train_hit_embedding
 from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning
@@ -66,8 +73,8 @@ __all__ = ["evaluate_graph", "load_labelled_events", "main", "radius_for_degree"
 #: Hits per event at which the shipped ``trackml`` embedding was trained with margin 0.1.
 REFERENCE_HITS = 9500.0
 #: File names written into ``--out``.
-EMBEDDING_FILE, FILTER_FILE, GRAPH_FILE, REPORT_FILE = (
-    "embedding.pt", "pair_filter.json", "graph.yaml", "fit_graph.json")
+EMBEDDING_FILE, FILTER_FILE, EDGE_FILTER_FILE, GRAPH_FILE, REPORT_FILE = (
+    "embedding.pt", "pair_filter.json", "edge_filter.pt", "graph.yaml", "fit_graph.json")
 PROG = "gnn-jepa fit-graph"
 
 
@@ -118,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Fit the learned graph stage (a hit embedding and a layer-pair filter) "
                     "on a folder of TrackML-format events with truth, choose the radius for "
                     "a target mean degree, and report the graph on held-out events.",
-        epilog="Writes OUT/embedding.pt, OUT/pair_filter.json, OUT/graph.yaml (the config's "
-               "graph: block, pointing at the two files) and OUT/fit_graph.json (the report). "
+        epilog="Writes OUT/embedding.pt, OUT/pair_filter.json, OUT/edge_filter.pt (with "
+               "--edge-filter-efficiency), OUT/graph.yaml (the config's graph: block, pointing "
+               "at those files) and OUT/fit_graph.json (the report). "
                "Every event used needs its truth.")
     p.add_argument("data_dir", help="folder of TrackML events (event<id>-hits/-truth/"
                                     "-particles.csv[.gz]), taken in sorted order")
@@ -158,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--filter-quantile", type=float, default=0.999,
                    help="each pair's z0 and slope window covers this quantile of its "
                         "segments (0.999), then padded")
+    g = p.add_argument_group("edge filter")
+    g.add_argument("--edge-filter-efficiency", type=_number(float, 0), default=0.0,
+                   help="end the graph with a learned per-pair filter keeping this share of "
+                        "the fit events' true segments, e.g. 0.995 (0: no edge filter)")
+    g.add_argument("--edge-filter-steps", type=_number(int, 1), default=1500,
+                   help="its training steps (1500)")
     g = p.add_argument_group("report")
     g.add_argument("--pt-min", type=_number(float, 0), default=1.0,
                    help="high-pT efficiency and reconstructable particles: pT > this (1 GeV)")
@@ -274,6 +288,8 @@ def _label(block: dict) -> str:
     name = block.get("embedding") or block.get("kind", "eta_phi")
     if block.get("pair_filter"):
         name += f" + {block['pair_filter']}"
+    if block.get("edge_filter"):
+        name += f" + {block['edge_filter']}"
     if block.get("union"):
         name += " + union"
     return name
@@ -305,6 +321,9 @@ def run(argv: Sequence[str]) -> dict:
     t_start = time.perf_counter()
     if not 0.5 < args.filter_quantile <= 1.0:
         p.error(f"--filter-quantile must be in (0.5, 1], got {args.filter_quantile}")
+    if args.edge_filter_efficiency > 1.0:
+        p.error(f"--edge-filter-efficiency must be in (0, 1] (0: none), got "
+                f"{args.edge_filter_efficiency}")
     compare = []
     for block in args.compare:
         try:
@@ -382,11 +401,34 @@ def run(argv: Sequence[str]) -> dict:
     _log(f"radius {radius:g}" + (f" (mean degree {target:g} on the fit events, "
                                  f"{radius_s:.1f} s)" if args.radius is None else ""))
 
+    edge_filter_s, edge_filter = 0.0, None
+    if args.edge_filter_efficiency > 0:
+        t0 = time.perf_counter()
+        unfiltered = BuildGraph(**block)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnseenLayerWarning)
+            graphs = [(d, unfiltered.edges(d)) for d in fit]
+        try:
+            edge_filter = fit_edge_filter(graphs, efficiency=args.edge_filter_efficiency,
+                                          steps=args.edge_filter_steps, seed=args.seed, log=_log)
+        except ValueError as err:
+            raise SystemExit(f"{PROG}: {err}") from None
+        edge_filter.save(out_dir / EDGE_FILTER_FILE, data_dir=str(data_dir), fit_events=fit_ids,
+                         efficiency=args.edge_filter_efficiency, steps=args.edge_filter_steps,
+                         radius=radius, seed=args.seed)
+        block["edge_filter"] = str(out_dir / EDGE_FILTER_FILE)
+        edge_filter_s = time.perf_counter() - t0
+        _log(f"{edge_filter!r} in {edge_filter_s:.1f} s")
+
     t0 = time.perf_counter()
     rows = []
     for r in [radius] + [r for r in args.radii if r != radius]:
         row = evaluate_graph(BuildGraph(**{**block, "radius": r}), held, pt_min=args.pt_min)
         rows.append({"graph": "fitted (chosen)" if r == radius else "fitted", **row})
+    if edge_filter is not None:
+        plain = {k: v for k, v in block.items() if k != "edge_filter"}
+        rows.append({"graph": "fitted, no edge filter",
+                     **evaluate_graph(BuildGraph(**plain), held, pt_min=args.pt_min)})
     for cblock, build in compare:
         rows.append({"graph": _label(cblock), "block": cblock,
                      **evaluate_graph(build, held, pt_min=args.pt_min)})
@@ -403,11 +445,13 @@ def run(argv: Sequence[str]) -> dict:
         "train_history": [history[0], history[-1]] if history else [],
         "pair_filter": repr(filt), "pair_filter_config": filt.config,
         "target_degree": target, "radius": radius, "graph": block,
+        "edge_filter": repr(edge_filter) if edge_filter is not None else None,
         "files": {"embedding": str(emb_path), "pair_filter": str(filt_path),
+                  **({"edge_filter": block["edge_filter"]} if edge_filter is not None else {}),
                   "graph": str(out_dir / GRAPH_FILE), "report": str(out_dir / REPORT_FILE)},
         "rows": rows,
         "seconds": {"read": read_s, "train": train_s, "filter": filter_s, "radius": radius_s,
-                    "evaluate": eval_s},
+                    "edge_filter": edge_filter_s, "evaluate": eval_s},
     }
     block_json = json.dumps(block)
     (out_dir / GRAPH_FILE).write_text(
@@ -427,7 +471,8 @@ def run(argv: Sequence[str]) -> dict:
     print(f"held-out events: {len(held)} ({eval_p[0].name} .. {eval_p[-1].name}, "
           f"{out['held_out_hits_per_event']:.0f} hits/event)")
     print(_table(out))
-    print(f"wrote {emb_path}, {filt_path}, {out_dir / GRAPH_FILE}, {out_dir / REPORT_FILE}")
+    written = [emb_path, filt_path] + ([block["edge_filter"]] if edge_filter is not None else [])
+    print(f"wrote {', '.join(map(str, written))}, {out_dir / GRAPH_FILE}, {out_dir / REPORT_FILE}")
     print(f"config:  graph: {block_json}")
     print(f"or:      --data.graph '{block_json}'")
     print(f"time: {out['seconds']['total']:.1f} s (training {train_s:.1f} s)")

@@ -7,6 +7,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import coalesce
 
+from gnn_jepa.graph.edge_filter import EdgeFilter
 from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
 from gnn_jepa.graph.metric_learning import LearnedFrame
@@ -57,6 +58,10 @@ class BuildGraph(BaseTransform):
             saw in fitting lose all their edges, and the first event holding such hits
             raises an :class:`~gnn_jepa.graph.pair_filter.UnseenLayerWarning` (once per
             BuildGraph and per filter; ``gnn-jepa fit-graph`` fits one for a new detector).
+        edge_filter: path (or shipped preset name) of a saved
+            :class:`~gnn_jepa.graph.edge_filter.EdgeFilter`: after the pair filter, only the
+            pairs its MLP scores at or above its cut remain (both directions alike).
+            ``gnn-jepa fit-graph --edge-filter-efficiency`` fits one.
         union: more graphs whose edges are added to this one's, each a dict of these same
             arguments (without ``union``), e.g. a narrow graph that keeps the high-pT
             segments plus a sparse one that keeps low-pT segments. Each member builds its
@@ -71,6 +76,7 @@ class BuildGraph(BaseTransform):
                  max_num_neighbors: int | None = DEFAULT_GRAPH["max_num_neighbors"],
                  undirected: bool = True, loop: bool = False, backend: str = "auto",
                  embedding: str | None = None, pair_filter: str | None = None,
+                 edge_filter: str | None = None,
                  union: list[dict] | dict | None = None) -> None:
         if not float(radius) > 0:
             raise ValueError(f"BuildGraph: radius must be > 0, got {radius}")
@@ -93,6 +99,7 @@ class BuildGraph(BaseTransform):
         self.pair_filter = None
         if pair_filter is not None:
             self.pair_filter = LayerPairFilter.load(pair_filter)
+        self.edge_filter = None if edge_filter is None else EdgeFilter.load(edge_filter)
         if isinstance(union, dict):
             union = [union]
         self.union: list[BuildGraph] = []
@@ -121,6 +128,8 @@ class BuildGraph(BaseTransform):
             if self.loop:
                 keep |= ei[0] == ei[1]
             ei = ei[:, keep]
+        if self.edge_filter is not None:
+            ei = ei[:, self.edge_filter.keep(pos, ei)]
         if self.union:
             ei = union_edges([ei] + [m.edges(data) for m in self.union], pos.size(0))
         return ei
@@ -145,6 +154,8 @@ class BuildGraph(BaseTransform):
             extra += f", backend={self.backend!r}"
         if self.pair_filter is not None:
             extra += f", pair_filter={self.pair_filter!r}"
+        if self.edge_filter is not None:
+            extra += f", edge_filter={self.edge_filter!r}"
         if self.union:
             extra += f", union={self.union!r}"
         return f"{type(self).__name__}(radius={self.radius:g}, frame={self.frame!r}{extra})"

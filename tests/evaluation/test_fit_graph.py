@@ -13,6 +13,7 @@ from gnn_jepa.cli import COMMANDS, main
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.trackml import list_events, read_event, write_event
 from gnn_jepa.evaluation.fit_graph import _round_up
+from gnn_jepa.graph.edge_filter import EdgeFilter
 from gnn_jepa.graph.edges import graph_truth_metrics
 from gnn_jepa.graph.metric_learning import load_hit_embedding
 from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning
@@ -50,6 +51,32 @@ def test_registered_with_its_help(capsys):
     for flag in ("--out", "--fit-events", "--eval-events", "--offset", "--target-degree",
                  "--radius", "--radii", "--steps", "--compare", "--json"):
         assert flag in out
+
+
+def test_fit_graph_with_an_edge_filter(folders, tmp_path, capsys):
+    """--edge-filter-efficiency: edge_filter.pt is written and named in the graph block; on
+    the held-out events the filtered graph has fewer edges than the same graph without it,
+    which is reported next to it, and a config loads it."""
+    out = tmp_path / "graph"
+    rep = _run(capsys, [str(folders / "sim"), "--out", str(out), *FAST,
+                        "--edge-filter-efficiency", "0.99", "--edge-filter-steps", "80"])
+    assert {p.name for p in out.iterdir()} == {"embedding.pt", "pair_filter.json", "edge_filter.pt",
+                                               "graph.yaml", "fit_graph.json"}
+    block = yaml.safe_load((out / "graph.yaml").read_text())["graph"]
+    assert block == rep["graph"] and block["edge_filter"] == str(out / "edge_filter.pt")
+    ef = EdgeFilter.load(block["edge_filter"])
+    assert ef.metadata["efficiency"] == 0.99 and ef.metadata["radius"] == rep["radius"]
+    chosen, plain = rep["rows"]
+    assert (chosen["graph"], plain["graph"]) == ("fitted (chosen)", "fitted, no edge filter")
+    assert chosen["mean_degree"] < plain["mean_degree"]
+    assert chosen["efficiency"] <= plain["efficiency"] and chosen["efficiency"] > 0.9
+    held = [event_to_data(read_event(p)) for p in list_events(folders / "sim")[4:]]
+    edges = sum(BuildGraph(**block).edges(d).shape[1] for d in held)
+    assert chosen["mean_degree"] == pytest.approx(edges / sum(d.num_nodes for d in held))
+    with pytest.raises(SystemExit):
+        main(["fit-graph", str(folders / "sim"), "--out", str(tmp_path / "x"),
+              "--edge-filter-efficiency", "1.5"])
+    assert "--edge-filter-efficiency must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_fit_graph_writes_presets_a_config_loads(folders, tmp_path, capsys):
