@@ -199,7 +199,7 @@ def fit_edge_filter(graphs: Sequence[tuple[object, Tensor]], *, efficiency: floa
         loss.backward()
         opt.step()
         if log is not None and (step == steps - 1 or step % max(steps // 4, 1) == 0):
-            log(f"edge filter step={step} loss={float(loss):.4g}")
+            log(f"edge filter step={step} loss={loss.item():.4g}")
     filt.eval()
     with torch.no_grad():  # through forward(), as keep() scores them
         scores = torch.cat([filt(d.pos, ei) for d, ei in graphs])

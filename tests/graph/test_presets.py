@@ -16,7 +16,7 @@ from gnn_jepa.graph.transform import BuildGraph
 
 
 def test_names_resolve_to_shipped_files_and_paths_pass_through(tmp_path):
-    assert preset_names(".pt") == ["trackml", "trackml_pt1"]
+    assert preset_names(".pt") == ["trackml", "trackml_edges", "trackml_pt1"]
     assert preset_names(".json") == ["trackml_all_pt", "trackml_pt1"]
     assert resolve_artifact("trackml", ".pt") == PRESET_DIR / "trackml.pt"
     assert resolve_artifact(tmp_path / "x.pt", ".pt") == tmp_path / "x.pt"
@@ -58,6 +58,28 @@ def test_shipped_trackml_graph_keeps_low_pt_segments():
     assert m_old["efficiency"] < 0.8
     assert isinstance(BuildGraph(radius=0.16, kind="learned", embedding="trackml").frame,
                       LearnedFrame)
+
+
+@pytest.mark.slow
+def test_shipped_edge_filter_thins_the_1k_graph():
+    """configs/finetune/trackml_1k.yaml's graph on a fresh 1,000-particle event (not one the
+    filter was fitted on): the edge filter keeps >= 99% of the true segments the graph before
+    it holds, at a third of its edges or fewer."""
+    import yaml
+
+    from gnn_jepa.graph.edge_filter import EdgeFilter
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    graph = yaml.safe_load((configs / "finetune/trackml_1k.yaml").read_text())["data"]["graph"]
+    assert graph["edge_filter"] == "trackml_edges"
+    data = event_to_data(Simulator.from_preset("trackml", num_particles=1000).simulate(seed=4244))
+    before = BuildGraph(**{k: v for k, v in graph.items() if k != "edge_filter"}).edges(data)
+    after = BuildGraph(**graph).edges(data)
+    mb = graph_truth_metrics(before, data.particle_id, data.hit_order, data.pt)
+    ma = graph_truth_metrics(after, data.particle_id, data.hit_order, data.pt)
+    assert ma["efficiency"] * ma["num_segments"] >= 0.99 * mb["efficiency"] * mb["num_segments"]
+    assert after.shape[1] * 3 <= before.shape[1]
+    assert EdgeFilter.load("trackml_edges").metadata["graph"]["radius"] == graph["radius"]
 
 
 @pytest.mark.slow
