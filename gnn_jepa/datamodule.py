@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import warnings
 from typing import Any, Iterator, Optional
 
 import lightning.pytorch as pl
@@ -28,6 +29,13 @@ from gnn_jepa.graph.transform import BuildGraph
 #: from any training range, so train / val / test never share an event.
 VAL_OFFSET = 1_000_000
 TEST_OFFSET = 2_000_000
+SPLITS = ("train", "val", "test")
+#: Values of ``EventDataModule(on_bad_event=...)``.
+BAD_EVENT_POLICIES = ("error", "skip")
+
+
+class SkippedEventWarning(UserWarning):
+    """An event with bad data was left out of its split (``on_bad_event: skip``)."""
 
 
 class ResumableSampler(DistributedSampler):
@@ -138,6 +146,23 @@ class EventDataModule(pl.LightningDataModule):
             elsewhere the main process does the work.
         max_coordinate: a TrackML hit with ``|x|``, ``|y|`` or ``|z|`` at or above this many
             mm is an error naming file, row and value (default 1e5).
+        on_bad_event: what an event whose data is bad does, i.e. whose reading raises one of
+            :data:`gnn_jepa.data.dataset.BAD_EVENT_ERRORS` (a file breaking the TrackML
+            format, a coordinate beyond ``max_coordinate``). ``"error"`` (default): the first
+            one stops the run, naming the file. ``"skip"``: it is left out of its split, with
+            a :class:`SkippedEventWarning` naming the event, its file and the reason, and one
+            per split counting them ("skipped 2 of 30 events of split 'train' (bad data):
+            ..."); :attr:`skipped` lists them, ``{split: [(global index, reason), ...]}``.
+            :meth:`prepare_data` (one process per node) then checks every fixed event, also
+            verifying each cached file (it reads them all once), and records a bad event in
+            the cache (``event_<index>.bad.json``, valid while its files keep their content);
+            every rank then drops the recorded events, so the split lists are the same on
+            every rank and in every run over the same files. Without a cache each process
+            reads every event of a split when it first needs the split.
+
+    Attributes:
+        skipped: ``{split: [(global index, reason), ...]}`` of the events left out (empty
+            lists with ``on_bad_event: error``), for each fixed split built so far.
     """
 
     def __init__(self, source: str = "simulate", simulator: Optional[dict] = None,
@@ -146,10 +171,15 @@ class EventDataModule(pl.LightningDataModule):
                  graph: Optional[dict] = None, features: list[str] = list(DEFAULT_FEATURES),
                  batch_size: int = 2, num_workers: int = 0, cache_dir: Optional[str] = "data/cache",
                  seed: int = 0, prepare_workers: int = 0,
-                 max_coordinate: float = MAX_COORDINATE_MM):
+                 max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error"):
         super().__init__()
         if prepare_workers < 0:
             raise ValueError(f"prepare_workers must be >= 0, got {prepare_workers}")
+        if on_bad_event not in BAD_EVENT_POLICIES:
+            raise ValueError(f"data.on_bad_event must be one of {BAD_EVENT_POLICIES}, "
+                             f"got {on_bad_event!r}")
+        self.on_bad_event = on_bad_event
+        self.skipped: dict[str, list[tuple[int, str]]] = {}
         self.save_hyperparameters()
         self.source = EventSource(source, simulator=simulator, data_dir=data_dir, seed=seed,
                                   max_coordinate=max_coordinate)
@@ -167,39 +197,85 @@ class EventDataModule(pl.LightningDataModule):
             self._train_idx = list(range(train_offset, train_offset + num_train))
             self._val_idx = list(range(VAL_OFFSET, VAL_OFFSET + num_val))
             self._test_idx = list(range(TEST_OFFSET, TEST_OFFSET + num_test))
+        self._indices = {"train": self._train_idx, "val": self._val_idx, "test": self._test_idx}
         self._datasets: dict[str, object] = {}
+
+    def _event_dataset(self, split: str) -> EventDataset:
+        """A dataset over every event of a fixed split, bad ones included."""
+        return EventDataset(self.source, self._indices[split], cache_dir=self.hparams.cache_dir,
+                            features=self.features, pre_transform=self.graph_transform)
 
     def _dataset(self, split: str):
         if split not in self._datasets:
-            hp = self.hparams
-            if split == "train" and hp.on_the_fly:
-                ds = OnTheFlyDataset(self.source, start=hp.train_offset, features=self.features,
-                                     pre_transform=self.graph_transform)
+            if split == "train" and self.hparams.on_the_fly:
+                ds = OnTheFlyDataset(self.source, start=self.hparams.train_offset,
+                                     features=self.features, pre_transform=self.graph_transform)
             else:
-                idx = {"train": self._train_idx, "val": self._val_idx, "test": self._test_idx}[split]
-                ds = EventDataset(self.source, idx, cache_dir=hp.cache_dir, features=self.features,
-                                  pre_transform=self.graph_transform)
+                ds = self._event_dataset(split)
+                self.skipped[split] = []
+                if self.on_bad_event == "skip":
+                    self._leave_out_bad(split, ds)
             self._datasets[split] = ds
         return self._datasets[split]
 
+    def _leave_out_bad(self, split: str, ds: EventDataset) -> None:
+        """Drop the events with bad data from ``ds`` (``on_bad_event: skip``), warn and count.
+
+        After :meth:`prepare_data` every cached event has its data file or a bad-event
+        record, so this only looks at which exists: the same answer on every rank.
+        """
+        good, bad = [], []
+        for index in ds.indices:
+            reason = ds.bad_reason(index, verify=False)
+            if reason is None:
+                good.append(index)
+                continue
+            bad.append((index, reason))
+            warnings.warn(f"skipping event {index} ({self.source.name(index)}) of split "
+                          f"'{split}' (bad data): {reason}", SkippedEventWarning, stacklevel=3)
+        self.skipped[split] = bad
+        if not bad:
+            return
+        names = ", ".join(f"{index} ({self.source.name(index)})" for index, _ in bad)
+        warnings.warn(f"skipped {len(bad)} of {len(ds.indices)} events of split '{split}' "
+                      f"(bad data): {names}", SkippedEventWarning, stacklevel=3)
+        if not good:
+            raise ValueError(f"every one of the {len(bad)} events of split '{split}' has bad data "
+                             f"(data.on_bad_event: skip): {names}")
+        ds.indices = good
+
     def prepare_data(self) -> None:
-        """Simulate/read and cache every fixed event once (``prepare_workers`` in parallel)."""
-        todo = []  # (split, position in its dataset) of every event not cached yet
-        for split in ("train", "val", "test"):
-            ds = self._dataset(split)
-            if isinstance(ds, EventDataset) and ds.cache_path is not None:
-                todo += [(split, i) for i, index in enumerate(ds.indices)
-                         if not ds._file(index).exists()]
+        """Simulate/read and cache every fixed event once (``prepare_workers`` in parallel).
+
+        With ``on_bad_event: skip`` it checks every event, cached ones included (see the
+        class doc), and records the bad ones in the cache.
+        """
+        skip = self.on_bad_event == "skip"
+        datasets: dict[str, EventDataset] = {}
+        todo = []  # (split, global index) of every event to process or check
+        for split in SPLITS:
+            if split == "train" and self.hparams.on_the_fly:
+                continue
+            ds = self._event_dataset(split)
+            if ds.cache_path is None:
+                continue
+            datasets[split] = ds
+            todo += [(split, index) for index in self._indices[split]
+                     if skip or not ds._file(index).exists()]
+        if skip:  # a split built before is built again from the records written now
+            for split in datasets:
+                self._datasets.pop(split, None)
+                self.skipped.pop(split, None)
         workers = min(self.hparams.prepare_workers, len(todo))
         if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            for split, i in todo:
-                _cache_event(self._datasets[split], i)
+            for split, index in todo:
+                _prepare_event(datasets[split], index, skip)
             return
         # fork: the workers inherit the datasets (graph-building modules included) unpickled;
         # they only run CPU code, so a CUDA context in this process does not matter. Each
         # file is written atomically, so an interrupted pool leaves no half-written event.
         ctx = multiprocessing.get_context("fork")
-        pool = ctx.Pool(workers, initializer=_init_prepare_worker, initargs=(self._datasets,))
+        pool = ctx.Pool(workers, initializer=_init_prepare_worker, initargs=(datasets, skip))
         try:
             for _ in pool.imap_unordered(_prepare_in_worker, todo):
                 pass
@@ -264,19 +340,24 @@ class EventDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def _cache_event(ds: EventDataset, i: int) -> None:
-    ds.load(ds.indices[i])
+def _prepare_event(ds: EventDataset, index: int, skip: bool) -> None:
+    """Cache event ``index``; with ``skip``, check it (verifying a cached file) and record it
+    as bad instead of raising when its data is bad."""
+    if skip:
+        ds.bad_reason(index, verify=True)
+    else:
+        ds.load(index)
 
 
-_PREPARE_DATASETS: dict = {}
+_PREPARE_STATE: dict = {}
 
 
-def _init_prepare_worker(datasets: dict) -> None:
+def _init_prepare_worker(datasets: dict, skip: bool) -> None:
     torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
     # The pool is terminated (SIGTERM) when another worker fails: exit through an exception so
     # that a half-written cache file is removed (atomic_torch_save cleans up on BaseException)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _PREPARE_DATASETS.update(datasets)
+    _PREPARE_STATE.update(datasets=datasets, skip=skip)
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -284,5 +365,5 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def _prepare_in_worker(task: tuple[str, int]) -> None:
-    split, i = task
-    _cache_event(_PREPARE_DATASETS[split], i)
+    split, index = task
+    _prepare_event(_PREPARE_STATE["datasets"][split], index, _PREPARE_STATE["skip"])

@@ -7,7 +7,11 @@ damaged; it is read the way training reads it (``EventDataModule(source="trackml
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
+import os
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -17,11 +21,12 @@ import torch
 
 from gnn_jepa.cli import CheckpointMismatchError, main
 from gnn_jepa.data import trackml
-from gnn_jepa.datamodule import EventDataModule
-from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource, atomic_torch_save
+from gnn_jepa.data import dataset as dataset_module
+from gnn_jepa.datamodule import EventDataModule, SkippedEventWarning
+from gnn_jepa.data.dataset import CacheRebuildWarning, EventDataset, EventSource, atomic_torch_save
 from gnn_jepa.data.event import Event
 from gnn_jepa.data.simulator import Simulator
-from gnn_jepa.data.trackml import TrackMLFormatError, write_event
+from gnn_jepa.data.trackml import TrackMLFormatError, read_event, write_event
 from gnn_jepa.models import JEPAPretraining
 from gnn_jepa.models.checkpoints import PretrainedLoadError
 from gnn_jepa.models.track_finding import TrackFinding
@@ -124,6 +129,35 @@ def test_bad_csv_event_is_named_and_leaves_nothing_half_written(tmp_path, data_d
     assert len(list(cache.rglob("event_*.pt"))) == NUM_EVENTS
 
 
+def _damage_bytes(path: Path, how: str) -> Path:
+    """Damage a table file's bytes so that it is no CSV table at all; returns the damaged file."""
+    if how == "truncated_gzip":
+        gz = path.with_name(path.name + ".gz")
+        gz.write_bytes(gzip.compress(path.read_bytes())[:200])
+        path.unlink()
+        return gz
+    raw = path.read_bytes()
+    line6 = raw.split(b"\n")[5]
+    changed = {"not_utf8": b"\xff\xfe" + line6[2:], "extra_field": line6 + b",7",
+               "open_quote": b'"' + line6}[how]
+    path.write_bytes(raw.replace(line6, changed, 1))
+    return path
+
+
+@pytest.mark.parametrize("how,what", [("truncated_gzip", "EOFError: Compressed file ended"),
+                                      ("not_utf8", "UnicodeDecodeError: 'utf-8' codec"),
+                                      ("extra_field", "Expected 7 fields in line 6, saw 8"),
+                                      ("open_quote", "EOF inside string")])
+def test_unreadable_csv_bytes_are_named(data_dir, how, what):
+    """Bytes that are no CSV table (a cut gzip stream, not UTF-8, a ragged row, an open quote)
+    are a TrackMLFormatError naming the file, like any other bad value."""
+    bad = _damage_bytes(data_dir / f"event{1001:09d}-hits.csv", how)
+    with pytest.raises(TrackMLFormatError) as err:
+        EventDataset(EventSource("trackml", data_dir=str(data_dir)), [1])[0]
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}: not a readable CSV table (") and what in msg, msg
+
+
 def test_the_coordinate_limit_is_configurable(data_dir, tmp_path):
     """A detector larger than the default limit reads with a larger ``max_coordinate``; a
     non-positive limit is refused."""
@@ -143,6 +177,107 @@ def test_missing_events_are_named(data_dir, tmp_path):
     (data_dir / f"event{1002:09d}-truth.csv").unlink()
     with pytest.raises(TrackMLFormatError, match="missing truth file for event 1002"):
         datamodule(data_dir, tmp_path / "cache2").prepare_data()
+
+
+# ----------------------------------------------------------------------- bad events: error or skip
+def _bad_folder(tmp_path, good_events) -> tuple[Path, dict[int, str]]:
+    """Five events, two of them bad in different ways: {global index: the reader's message}."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for ev in [*good_events, simulate(15, 1003), simulate(15, 1004)]:
+        write_event(ev, d)
+    _edit(d / f"event{1001:09d}-hits.csv", _set("x", 1, "12,5"))  # not a number
+    _edit(d / f"event{1003:09d}-hits.csv", _set("z", 4, "1e30"))  # beyond the coordinate limit
+    reasons = {}
+    for index, eid in [(1, 1001), (3, 1003)]:
+        with pytest.raises(TrackMLFormatError) as err:
+            read_event(d / f"event{eid:09d}")
+        reasons[index] = str(err.value)
+    assert "'12,5' is not a number" in reasons[1] and "value 1e+30 mm is outside any detector" in reasons[3]
+    return d, reasons
+
+
+def skipping(d: Path, cache: Path | None, **kw) -> EventDataModule:
+    return datamodule(d, cache, num_train=4, num_val=1, on_bad_event="skip", **kw)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_on_bad_event_skip_leaves_out_and_counts_bad_events(tmp_path, good_events, monkeypatch, workers):
+    d, reasons = _bad_folder(tmp_path, good_events)
+    cache = tmp_path / "cache"
+    dm = skipping(d, cache, prepare_workers=workers)
+    with pytest.warns(SkippedEventWarning) as record:
+        dm.prepare_data()
+        train = sorted(int(b.event_id) for batch in dm.train_dataloader() for b in batch.to_data_list())
+        val = [int(b.event_id) for b in dm.val_dataloader()]
+    assert train == [1000, 1002] and val == [1004]
+    assert dm.skipped == {"train": [(1, reasons[1]), (3, reasons[3])], "val": []}
+    name = {i: d / f"event{1000 + i:09d}" for i in (1, 3)}
+    assert [str(w.message) for w in record if issubclass(w.category, SkippedEventWarning)] == [
+        f"skipping event 1 ({name[1]}) of split 'train' (bad data): {reasons[1]}",
+        f"skipping event 3 ({name[3]}) of split 'train' (bad data): {reasons[3]}",
+        f"skipped 2 of 4 events of split 'train' (bad data): 1 ({name[1]}), 3 ({name[3]})"]
+    # the cache: a data file per good event, a bad-event record per bad one, nothing else
+    folder = next(cache.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "event_000000000.pt", "event_000000001.bad.json", "event_000000002.pt",
+        "event_000000003.bad.json", "event_000000004.pt", "recipe.json"]
+
+    # another rank (no prepare_data there) and the next run: the same lists, from the records
+    # alone, no file read and nothing rebuilt
+    monkeypatch.setattr(dataset_module, "read_event", lambda *a, **k: pytest.fail("read an event"))
+    with no_rebuild(), pytest.warns(SkippedEventWarning):
+        other = skipping(d, cache)
+        assert other._dataset("train").indices == [0, 2] and other._dataset("val").indices == [4]
+        again = skipping(d, cache)
+        again.prepare_data()
+        assert again._dataset("train").indices == [0, 2]
+    assert other.skipped == dm.skipped and again.skipped == {"train": dm.skipped["train"]}
+    monkeypatch.undo()
+
+    # repaired, event 1 comes back (its record no longer matches its files); event 3 stays out
+    write_event(good_events[1], d)
+    fixed = skipping(d, cache)
+    with pytest.warns(SkippedEventWarning) as record:
+        fixed.prepare_data()
+        assert fixed._dataset("train").indices == [0, 1, 2]
+    assert [str(w.message) for w in record if issubclass(w.category, SkippedEventWarning)] == [
+        f"skipping event 3 ({name[3]}) of split 'train' (bad data): {reasons[3]}",
+        f"skipped 1 of 4 events of split 'train' (bad data): 3 ({name[3]})"]
+    assert fixed.skipped["train"] == [(3, reasons[3])]
+    assert not (folder / "event_000000001.bad.json").exists() and (folder / "event_000000001.pt").exists()
+
+    # without a cache: the same events left out, the same reasons
+    memory = skipping(d, None)
+    with pytest.warns(SkippedEventWarning):
+        assert memory._dataset("train").indices == [0, 1, 2]
+    assert memory.skipped == {"train": [(3, reasons[3])]}
+    assert not leftovers(cache, d)
+    with pytest.warns(SkippedEventWarning), pytest.raises(
+            ValueError, match=r"every one of the 1 events of split 'train' has bad data"):
+        datamodule(d, None, train_offset=3, num_train=1, on_bad_event="skip")._dataset("train")
+
+
+def test_on_bad_event_error_stops_at_the_first_bad_event_naming_it(tmp_path, good_events):
+    d, reasons = _bad_folder(tmp_path, good_events)
+    for cache in (tmp_path / "cache", None):
+        dm = datamodule(d, cache, num_train=4, num_val=1)
+        assert dm.on_bad_event == "error"  # the default
+        with pytest.raises(TrackMLFormatError) as err:
+            dm.prepare_data()
+            list(dm.train_dataloader())
+        assert str(err.value) == reasons[1] and f"event{1001:09d}-hits.csv" in reasons[1]
+    assert not list((tmp_path / "cache").rglob("*.bad.json"))  # nothing recorded as bad
+
+
+def test_invalid_on_bad_event_is_refused(tmp_path, data_dir):
+    expected = r"data.on_bad_event must be one of \('error', 'skip'\), got 'ignore'"
+    with pytest.raises(ValueError, match=expected):
+        datamodule(data_dir, None, on_bad_event="ignore")
+    with pytest.raises(ValueError, match="data.on_bad_event must be one of"):
+        main(["fit", "--config", str(ROOT / "configs/pretrain/trackml_small.yaml"),
+              "--trainer.accelerator", "cpu", "--trainer.logger", "false",
+              "--data.cache_dir", str(tmp_path / "cache"), "--data.on_bad_event", "ignore"])
 
 
 # ----------------------------------------------------------------------- too small to mask: counted skip
@@ -193,23 +328,117 @@ def test_events_without_valid_targets_are_counted_skips(tmp_path, good_events):
 
 
 # ----------------------------------------------------------------------- the on-disk cache
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_corrupt_cache_file_raises_naming_the_file(tmp_path, data_dir, damage):
+def assert_same_data(a, b) -> None:
+    """Every attribute of two ``Data`` equal exactly (tensors element for element)."""
+    assert sorted(a.keys()) == sorted(b.keys())
+    for key in a.keys():
+        if torch.is_tensor(a[key]):
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+def rebuild_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, CacheRebuildWarning)]
+
+
+@contextlib.contextmanager
+def no_rebuild():
+    """A context in which a CacheRebuildWarning fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheRebuildWarning)
+        yield
+
+
+def _flip_payload(f: Path) -> None:
+    """Invert 16 bytes in the middle of the record's payload (the zip container does not notice)."""
+    payload = torch.load(f, weights_only=False)["payload"]
+    raw = bytearray(f.read_bytes())
+    mid = raw.index(payload) + len(payload) // 2
+    raw[mid:mid + 16] = bytes(b ^ 0xFF for b in raw[mid:mid + 16])
+    f.write_bytes(bytes(raw))
+
+
+# damage -> the reason the warning gives
+DAMAGE = {
+    "truncated": (lambda f, good: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]), "unreadable ("),
+    "empty": (lambda f, good: f.write_bytes(b""), "unreadable (EOFError: "),
+    "garbage": (lambda f, good: f.write_bytes(b"\x00not a pickle" * 8), "unreadable (UnpicklingError: "),
+    "flipped_payload": (lambda f, good: _flip_payload(f),
+                        "checksum mismatch (its bytes changed after it was written)"),
+    "old_format": (lambda f, good: torch.save(good, f), "old cache format (a bare Data, no checksum)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_cache_file_is_rebuilt_naming_the_file(tmp_path, data_dir, damage):
     cache = tmp_path / "cache"
     dm = datamodule(data_dir, cache)
     dm.prepare_data()
     f = sorted(cache.rglob("event_*.pt"))[1]
-    good = torch.load(f, weights_only=False)
-    raw = f.read_bytes()
-    f.write_bytes({"truncated": raw[: len(raw) // 2], "empty": b"", "garbage": b"\x00not a pickle" * 8}[damage])
+    good = dm.train_dataloader().dataset[1]
+    damage_fn, reason = DAMAGE[damage]
+    damage_fn(f, good)
     loader = datamodule(data_dir, cache, batch_size=1).train_dataloader()
-    with pytest.raises(CorruptCacheError) as err:
-        for _ in loader:
-            pass
-    assert str(f) in str(err.value) and "delete it to rebuild it" in str(err.value)
-    f.unlink()  # as the message says: rebuilt identically on the next access
-    again = datamodule(data_dir, cache).train_dataloader().dataset[1]
-    assert torch.equal(again.pos, good.pos) and torch.equal(again.edge_index, good.edge_index)
+    with pytest.warns(CacheRebuildWarning) as record:
+        ids = sorted(int(batch.event_id) for batch in loader)
+    assert ids == [1000, 1001, 1002]  # the epoch ran through, every event in it
+    [msg] = rebuild_warnings(record)  # one warning, naming the file and the reason
+    assert msg.startswith(f"cached event file {f}: {reason}") and msg.endswith(": rebuilding event 1")
+    with no_rebuild():  # rewritten as a valid record: loads as it is, equal to the original
+        assert_same_data(datamodule(data_dir, cache).train_dataloader().dataset[1], good)
+    assert not leftovers(cache)
+
+
+def test_csv_edited_after_caching_is_read_again(tmp_path, data_dir):
+    cache = tmp_path / "cache"
+    datamodule(data_dir, cache).prepare_data()
+    f = sorted(cache.rglob("event_*.pt"))[1]
+    hits = data_dir / f"event{1001:09d}-hits.csv"
+    _edit(hits, _set("x", 3, "123.25"))
+    with pytest.warns(CacheRebuildWarning) as record:
+        data = datamodule(data_dir, cache).train_dataloader().dataset[1]
+    assert rebuild_warnings(record) == [
+        f"cached event file {f}: source file(s) {hits.name} (content changed) changed since it was "
+        "cached: rebuilding event 1"]
+    assert float(data.pos[3, 0]) == 123.25
+    with no_rebuild():
+        assert float(datamodule(data_dir, cache).train_dataloader().dataset[1].pos[3, 0]) == 123.25
+    # a table that appears (a cells file) is a change too
+    cells = data_dir / f"event{1001:09d}-cells.csv"
+    cells.write_text("hit_id,ch0,ch1,value\n1,2,3,0.5\n")
+    with pytest.warns(CacheRebuildWarning, match=rf"{cells.name} \(new file\) changed since"):
+        datamodule(data_dir, cache).train_dataloader().dataset[1]
+
+
+def test_touched_source_file_is_not_rebuilt(tmp_path, data_dir, monkeypatch):
+    """A new mtime with the same content: hashed once, no rebuild, the stamp refreshed (so the
+    next load is a stat again)."""
+    cache = tmp_path / "cache"
+    datamodule(data_dir, cache).prepare_data()
+    f = sorted(cache.rglob("event_*.pt"))[1]
+    before = torch.load(f, weights_only=False)
+    hits = data_dir / f"event{1001:09d}-hits.csv"
+    st = hits.stat()
+    os.utime(hits, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    hashed, real = [], dataset_module.file_sha256
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+    monkeypatch.setattr(dataset_module, "file_sha256", counting)
+    with no_rebuild():
+        data = datamodule(data_dir, cache).train_dataloader().dataset[1]
+        assert hashed == [hits.name]
+        after = torch.load(f, weights_only=False)
+        assert after["checksum"] == before["checksum"] and after["payload"] == before["payload"]
+        stamp = {e["name"]: e["mtime_ns"] for e in after["source"]}
+        assert stamp[hits.name] == st.st_mtime_ns + 5_000_000_000
+        assert [e["name"] for e in after["source"]] == [f"event{1001:09d}-{t}.csv" for t in
+                                                        ("hits", "truth", "particles")]
+        again = datamodule(data_dir, cache).train_dataloader().dataset[1]
+        assert hashed == [hits.name]  # the refreshed stamp matches: nothing hashed
+    assert_same_data(data, again)
 
 
 def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):

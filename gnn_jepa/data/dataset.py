@@ -3,15 +3,36 @@
 An event is identified by its *global index* ``g``. Simulated events draw from the seed
 ``event_seed(seed, g)``, so the same (seed, g) gives the same event everywhere, and disjoint
 index ranges give disjoint event sets (pretraining, fine-tuning, validation, test).
+
+**The cache.** Each processed event is one file ``<cache_dir>/<recipe hash>/event_<index>.pt``
+holding a *record* (:data:`CACHE_FORMAT` 2)::
+
+    {"format": 2, "payload": <bytes of torch.save(data)>, "checksum": <SHA-256 hex of payload>,
+     "source": <fingerprint of the event's source files, None for simulated events>}
+
+written atomically (temp file + rename). The recipe hash covers how events are made
+(simulator settings, folder, features, graph); the fingerprint covers what a TrackML event
+was read from: name, size, ``mtime_ns`` and SHA-256 of each of its files. Loading verifies
+both: a file that is unreadable, of an older format or whose payload fails its checksum, and
+an event whose source files changed content (or appeared, or disappeared) since it was
+cached, is processed again and rewritten, with a :class:`CacheRebuildWarning` naming the
+file and the reason. The source check is a ``stat`` of each file; only a changed size or
+``mtime_ns`` makes it hash the file, and the same content under a new ``mtime_ns`` is
+kept (its stamp refreshed). An event whose data is bad can be recorded as such
+(:meth:`EventDataset.bad_reason`): ``event_<index>.bad.json`` with the reason and the
+fingerprint, valid while the source files keep their content; an event has a data file or
+a bad-event record, never both.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -19,7 +40,18 @@ from torch_geometric.data import Data
 
 from gnn_jepa.data.convert import DEFAULT_FEATURES, event_to_data
 from gnn_jepa.data.simulator import Simulator, event_seed
-from gnn_jepa.data.trackml import MAX_COORDINATE_MM, list_events, read_event
+from gnn_jepa.data.trackml import (MAX_COORDINATE_MM, TrackMLFormatError, event_files, list_events,
+                                   read_event)
+
+#: Version of the cache record (see the module doc); part of every recipe hash, so files of
+#: another version live in another folder.
+CACHE_FORMAT = 2
+#: Pickle protocol of a cache record: from 3 on, ``bytes`` are stored as they are (protocol 2,
+#: ``torch.save``'s default, stores them as latin-1 text: 1.5x the size, slower to load).
+RECORD_PICKLE_PROTOCOL = 4
+#: Errors that mean "this event's data is bad" (not a bug, not a setting): a TrackML file
+#: that breaks the format, including a coordinate beyond ``max_coordinate``.
+BAD_EVENT_ERRORS: tuple[type[Exception], ...] = (TrackMLFormatError,)
 
 
 def config_hash(config: dict) -> str:
@@ -28,14 +60,17 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: never a half-written file."""
+def atomic_torch_save(obj: Any, path: Path, **kwargs: Any) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: never a half-written file.
+
+    ``kwargs`` go to ``torch.save`` (e.g. ``pickle_protocol``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            torch.save(obj, fh, **kwargs)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -58,8 +93,72 @@ def atomic_write_text(text: str, path: Path) -> None:
         raise
 
 
-class CorruptCacheError(RuntimeError):
-    """A cached event file could not be read."""
+class CacheRebuildWarning(UserWarning):
+    """A cached event file was unusable (unreadable, old format, failed checksum) or its
+    source files changed since it was cached: the event is processed again."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's content, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_fingerprint(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Name, size, ``mtime_ns`` and SHA-256 of each file, in the order given."""
+    out = []
+    for path in paths:
+        st = Path(path).stat()
+        out.append({"name": Path(path).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                    "sha256": file_sha256(path)})
+    return out
+
+
+def fingerprint_changes(stored: Sequence[dict[str, Any]],
+                        paths: Sequence[Path]) -> tuple[list[str], list[dict[str, Any]]]:
+    """How the files ``paths`` differ from a stored :func:`source_fingerprint`.
+
+    A file whose size and ``mtime_ns`` equal the stored ones is taken as unchanged without
+    reading it; otherwise its content is hashed and compared.
+
+    Args:
+        stored: the fingerprint recorded when the event was cached.
+        paths: the event's source files now.
+
+    Returns:
+        ``(changes, current)``: one entry per differing file, e.g.
+        ``"event000001000-hits.csv (content changed)"``, ``"... (new file)"``,
+        ``"... (removed)"``; and the current fingerprint (the stored one with refreshed
+        stamps where only the stamps changed), meaningful when ``changes`` is empty.
+    """
+    before = {entry["name"]: entry for entry in stored}
+    now = {Path(path).name: Path(path) for path in paths}
+    changes = [f"{name} (removed)" for name in before if name not in now]
+    current = []
+    for name, path in now.items():
+        old = before.get(name)
+        if old is None:
+            changes.append(f"{name} (new file)")
+            continue
+        st = path.stat()
+        if st.st_size == old["size"] and st.st_mtime_ns == old["mtime_ns"]:
+            current.append(dict(old))
+            continue
+        sha = file_sha256(path)
+        if sha != old["sha256"]:
+            changes.append(f"{name} (content changed)")
+        current.append({"name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha})
+    return changes, current
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters) of an exception."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 class EventSource:
@@ -112,18 +211,34 @@ class EventSource:
     def __len__(self) -> int:
         return len(self.prefixes()) if self.kind == "trackml" else 2**31
 
+    def prefix(self, index: int) -> Path:
+        """The TrackML prefix (``dir/event<digits>``) of event ``index`` (source ``trackml``)."""
+        prefixes = self.prefixes()
+        if index >= len(prefixes):
+            raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} events")
+        return prefixes[index]
+
+    def name(self, index: int) -> str:
+        """How messages name event ``index``: its TrackML prefix, or ``simulated event <index>``."""
+        return str(self.prefix(index)) if self.kind == "trackml" else f"simulated event {index}"
+
+    def files(self, index: int) -> list[Path] | None:
+        """The files event ``index`` is read from (every existing table file of its TrackML
+        prefix), ``None`` for a simulated event (its recipe is the simulator's settings)."""
+        return None if self.kind == "simulate" else event_files(self.prefix(index))
+
     def event(self, index: int):
         """The event with global index ``index``."""
         if self.kind == "simulate":
             return self.simulator.simulate(seed=event_seed(self.seed, index), event_id=index)
-        prefixes = self.prefixes()
-        if index >= len(prefixes):
-            raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} events")
-        return read_event(prefixes[index], max_coordinate=self.max_coordinate)
+        return read_event(self.prefix(index), max_coordinate=self.max_coordinate)
 
 
 class EventDataset(Dataset):
     """A fixed list of events, each processed once to a PyG ``Data`` and cached on disk.
+
+    Every cached file is verified when it is loaded and rebuilt, with a
+    :class:`CacheRebuildWarning`, when it is corrupt or stale (see the module doc).
 
     Args:
         source: the :class:`EventSource`.
@@ -143,10 +258,11 @@ class EventDataset(Dataset):
         self.pre_transform = pre_transform
         self.transform = transform
         self._memory: dict[int, Data] = {}
+        self._bad: dict[int, str] = {}  # memory-only: index -> why its data is bad
         self.cache_path = None
         if cache_dir is not None:
             recipe = {"source": source.describe(), "features": self.features,
-                      "pre_transform": repr(pre_transform)}
+                      "pre_transform": repr(pre_transform), "cache_format": CACHE_FORMAT}
             self.cache_path = Path(cache_dir) / config_hash(recipe)
             self.cache_path.mkdir(parents=True, exist_ok=True)
             meta = self.cache_path / "recipe.json"
@@ -158,6 +274,7 @@ class EventDataset(Dataset):
         return len(self.indices)
 
     def process(self, index: int) -> Data:
+        """Read or simulate event ``index`` and make its ``Data`` (no cache involved)."""
         event = self.source.event(index)
         data = event_to_data(event, self.features)
         if self.pre_transform is not None:
@@ -167,22 +284,148 @@ class EventDataset(Dataset):
     def _file(self, index: int) -> Path:
         return self.cache_path / f"event_{index:09d}.pt"
 
+    def _bad_file(self, index: int) -> Path:
+        return self.cache_path / f"event_{index:09d}.bad.json"
+
     def load(self, index: int) -> Data:
+        """The processed event ``index``: from memory, from its verified cache file, or
+        processed now (and cached).
+
+        A cache file that is unreadable, of an older format, fails its checksum, or whose
+        event's source files changed since it was written is rebuilt with a
+        :class:`CacheRebuildWarning` naming the file and the reason.
+
+        Raises:
+            TrackMLFormatError: the event's files break the TrackML format (naming the file).
+        """
+        return self._load(index, record_bad=False)
+
+    def _load(self, index: int, record_bad: bool) -> Data:
         if self.cache_path is None:
             if index not in self._memory:
                 self._memory[index] = self.process(index)
             return self._memory[index]
         path = self._file(index)
         if path.exists():
-            try:
-                return torch.load(path, weights_only=False)
-            except Exception as exc:  # truncated or corrupt file
-                raise CorruptCacheError(
-                    f"cached event file {path} is unreadable ({type(exc).__name__}: {exc}); "
-                    "delete it to rebuild it") from exc
-        data = self.process(index)
-        atomic_torch_save(data, path)
+            data, problem = self._read_cached(index, path)
+            if data is not None:
+                return data
+            warnings.warn(f"cached event file {path}: {problem}: rebuilding event {index}",
+                          CacheRebuildWarning, stacklevel=3)
+        return self._build(index, path, record_bad)
+
+    def _read_cached(self, index: int, path: Path) -> tuple[Data | None, str | None]:
+        """``(data, None)`` from a valid, current cache file, else ``(None, why not)``."""
+        try:
+            record = torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as exc:  # truncated, empty, garbage
+            return None, f"unreadable ({_short(exc)})"
+        if isinstance(record, Data):
+            return None, "old cache format (a bare Data, no checksum)"
+        if not isinstance(record, dict) or "format" not in record:
+            return None, f"not a cache record (a {type(record).__name__})"
+        if record["format"] != CACHE_FORMAT:
+            return None, f"cache format {record['format']!r}, expected {CACHE_FORMAT}"
+        payload = record.get("payload")
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != record.get("checksum"):
+            return None, "checksum mismatch (its bytes changed after it was written)"
+        stored, files = record.get("source"), self.source.files(index)
+        if files is not None:
+            changes, current = fingerprint_changes(stored or [], files)
+            if changes:
+                return None, (f"source file(s) {', '.join(changes)} changed since it was cached")
+            if current != stored:  # same content, new stamps: refresh them (a cheap stat next time)
+                try:
+                    atomic_torch_save({**record, "source": current}, path,
+                                      pickle_protocol=RECORD_PICKLE_PROTOCOL)
+                except OSError:
+                    pass  # a read-only cache still loads; the stamps are only a shortcut
+        try:
+            data = torch.load(io.BytesIO(payload), weights_only=False, map_location="cpu")
+        except Exception as exc:
+            return None, f"unreadable payload ({_short(exc)})"
+        if not isinstance(data, Data):
+            return None, f"payload is a {type(data).__name__}, not a Data"
+        return data, None
+
+    def _build(self, index: int, path: Path, record_bad: bool) -> Data:
+        """Process event ``index`` and cache it (or, with ``record_bad``, record why its data
+        is bad). The source is fingerprinted before it is read, so an edit made while it is
+        processed shows up as a change at the next load."""
+        files = self.source.files(index)
+        fingerprint = None if files is None else source_fingerprint(files)
+        try:
+            data = self.process(index)
+        except BAD_EVENT_ERRORS as err:
+            if record_bad:
+                record = {"format": CACHE_FORMAT, "event": index, "error": type(err).__name__,
+                          "reason": str(err), "source": fingerprint}
+                atomic_write_text(json.dumps(record, indent=1), self._bad_file(index))
+                path.unlink(missing_ok=True)  # a stale file of the event before it went bad
+            raise
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        payload = buffer.getvalue()
+        atomic_torch_save({"format": CACHE_FORMAT, "payload": payload,
+                           "checksum": hashlib.sha256(payload).hexdigest(), "source": fingerprint},
+                          path, pickle_protocol=RECORD_PICKLE_PROTOCOL)
         return data
+
+    def _recorded_bad(self, index: int) -> str | None:
+        """The reason of a bad-event record that still holds (same source content), else None."""
+        marker = self._bad_file(index)
+        try:
+            record = json.loads(marker.read_text())
+            stored, reason = record["source"], str(record["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent or unreadable: the event is checked again
+        files = self.source.files(index)
+        if files is None:
+            return reason
+        changes, current = fingerprint_changes(stored or [], files)
+        if changes:
+            return None
+        if current != stored:
+            try:
+                atomic_write_text(json.dumps({**record, "source": current}, indent=1), marker)
+            except OSError:
+                pass
+        return reason
+
+    def bad_reason(self, index: int, verify: bool = True) -> str | None:
+        """Why event ``index``'s data is bad (the error message, naming the file), or ``None``
+        when it loads.
+
+        An event neither cached nor recorded as bad is processed now: cached if it loads,
+        recorded as bad (``event_<index>.bad.json``, or in memory without a cache) if its
+        reading raises one of :data:`BAD_EVENT_ERRORS`. A bad-event record holds while the
+        event's source files keep their content.
+
+        Args:
+            index: the global event index.
+            verify: also load and verify an existing cache file (rebuilding it if corrupt or
+                stale, which may find the event bad now); ``False`` takes an existing cache
+                file as good without reading it.
+        """
+        if self.cache_path is None:
+            if index not in self._memory and index not in self._bad:
+                try:
+                    self._memory[index] = self.process(index)
+                except BAD_EVENT_ERRORS as err:
+                    self._bad[index] = str(err)
+            return self._bad.get(index)
+        if self._bad_file(index).exists():
+            reason = self._recorded_bad(index)
+            if reason is not None:
+                return reason
+        elif not verify and self._file(index).exists():
+            return None
+        try:
+            self._load(index, record_bad=True)
+        except BAD_EVENT_ERRORS as err:
+            return str(err)
+        self._bad_file(index).unlink(missing_ok=True)
+        return None
 
     def __getitem__(self, i: int) -> Data:
         data = self.load(self.indices[i])

@@ -34,6 +34,7 @@ import io
 import os
 import re
 import uuid
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -122,10 +123,24 @@ def list_events(directory: str | Path) -> list[Path]:
     return sorted(prefixes, key=lambda p: (parse_event_id(p), p.name))
 
 
+def table_files(prefix: str | Path, part: str) -> list[Path]:
+    """The existing files of one table of an event: ``<prefix>-<part>.csv`` and/or ``.csv.gz``.
+
+    Normally none or one; both is an ambiguity that reading the table reports.
+    """
+    found = [Path(f"{prefix}-{part}{suf}") for suf in SUFFIXES]
+    return [p for p in found if p.exists()]
+
+
+def event_files(prefix: str | Path) -> list[Path]:
+    """Every existing table file of an event (hits, truth, particles, cells; ``.csv`` or
+    ``.csv.gz``), in that order: what :func:`read_event` may read."""
+    return [path for part in PARTS for path in table_files(prefix, part)]
+
+
 def _locate(prefix: Path, part: str) -> Path | None:
     """The existing file of one table, ``None`` if absent; both variants present is an error."""
-    found = [Path(f"{prefix}-{part}{suf}") for suf in SUFFIXES]
-    found = [p for p in found if p.exists()]
+    found = table_files(prefix, part)
     if len(found) > 1:
         raise TrackMLFormatError(
             f"both {found[0]} and {found[1]} exist: ambiguous {part} table, remove one")
@@ -142,7 +157,7 @@ def _diagnose_dtypes(path: Path, part: str) -> None:
 
     Only runs after pandas' fast typed parser failed, so a Python loop is affordable.
     """
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw = _read_csv(path, dtype=str, keep_default_na=False)
     for col, dtype in SCHEMA[part].items():
         if col not in raw.columns:  # an optional column
             continue
@@ -162,13 +177,29 @@ def _diagnose_dtypes(path: Path, part: str) -> None:
                     f"{path}: column '{col}' row {i} (line {i + 2}): value {s!r} is not {what}")
 
 
+#: What reading bytes that are not CSV text raises: a truncated or corrupt gzip stream
+#: (``EOFError``, ``BadGzipFile``, ``zlib.error``), bytes that are not UTF-8, a row with too
+#: many fields or an unterminated quote (``ParserError``).
+_UNREADABLE = (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError, pd.errors.ParserError)
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv``; bytes that are not a CSV table raise :class:`TrackMLFormatError`
+    naming the file."""
+    try:
+        return pd.read_csv(path, **kwargs)
+    except _UNREADABLE as err:
+        raise TrackMLFormatError(f"{path}: not a readable CSV table ({type(err).__name__}: "
+                                 f"{str(err).strip()})") from err
+
+
 def _read_table(path: Path, part: str) -> pd.DataFrame:
     """Read one table with canonical dtypes, checking columns, types and finiteness."""
     if path.stat().st_size == 0:
         raise TrackMLFormatError(f"{path}: empty file (expected a header line with columns "
                                  f"{', '.join(SCHEMA[part])})")
     try:
-        header = pd.read_csv(path, nrows=0).columns.tolist()
+        header = _read_csv(path, nrows=0).columns.tolist()
     except pd.errors.EmptyDataError:
         raise TrackMLFormatError(f"{path}: empty file (no header line)") from None
     optional = OPTIONAL_COLUMNS.get(part, ())
@@ -177,7 +208,9 @@ def _read_table(path: Path, part: str) -> pd.DataFrame:
         raise TrackMLFormatError(f"{path}: missing column(s) {missing}; found {header}")
     dtypes = {c: t for c, t in SCHEMA[part].items() if c in header}
     try:
-        df = pd.read_csv(path, dtype=dtypes, **_EXACT_FLOATS)
+        df = _read_csv(path, dtype=dtypes, **_EXACT_FLOATS)
+    except TrackMLFormatError:
+        raise
     except (ValueError, OverflowError) as err:
         _diagnose_dtypes(path, part)
         raise TrackMLFormatError(f"{path}: cannot parse ({err})") from err

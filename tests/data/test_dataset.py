@@ -1,7 +1,7 @@
 import torch
 
 from gnn_jepa.datamodule import EventDataModule
-from gnn_jepa.data.dataset import CorruptCacheError, EventDataset, EventSource
+from gnn_jepa.data.dataset import CacheRebuildWarning, EventDataset, EventSource
 from gnn_jepa.data.simulator import event_seed
 
 import pytest
@@ -25,14 +25,21 @@ def test_cache_roundtrip_and_lazy_load(tmp_path):
     assert not list(ds.cache_path.glob("*.tmp"))
 
 
-def test_corrupt_cache_file_names_the_file(tmp_path):
+def test_corrupt_cache_file_is_rebuilt_naming_the_file(tmp_path):
     src = EventSource("simulate", simulator=SIM, seed=3)
     ds = EventDataset(src, [0], cache_dir=str(tmp_path))
-    ds[0]
+    original = ds[0]
     f = next(ds.cache_path.glob("event_*.pt"))
     f.write_bytes(f.read_bytes()[:50])
-    with pytest.raises(CorruptCacheError, match=f.name):
-        EventDataset(src, [0], cache_dir=str(tmp_path))[0]
+    with pytest.warns(CacheRebuildWarning) as record:
+        rebuilt = EventDataset(src, [0], cache_dir=str(tmp_path))[0]
+    assert len(record) == 1
+    msg = str(record[0].message)
+    assert msg.startswith(f"cached event file {f}: unreadable (") and msg.endswith(": rebuilding event 0")
+    assert rebuilt.keys() == original.keys()
+    assert all(torch.equal(rebuilt[k], original[k]) for k in original.keys() if torch.is_tensor(original[k]))
+    record = torch.load(f, weights_only=False)  # rewritten as a checksummed record
+    assert record["format"] == 2 and record["source"] is None and len(record["checksum"]) == 64
 
 
 def test_datamodule_splits_are_disjoint_and_fixed(tmp_path):
