@@ -293,7 +293,10 @@ class EventDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(split)
-        workers = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # every DataLoader iterator draws a base seed for its workers; from this generator, not
+        # from the global RNG, so loading never shifts what the model draws
+        workers = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                       generator=torch.Generator().manual_seed(self.hparams.seed))
         if isinstance(ds, OnTheFlyDataset):
             # Rank r's k-th event is start + r + k * world (no workers): after B batches per
             # rank the stream goes on at start + B * batch_size * world. Lightning restores the

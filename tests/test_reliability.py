@@ -543,3 +543,16 @@ def test_unknown_config_key_exits_nonzero_naming_it(tmp_path, capsys, section, k
         main(["fit", "--config", str(bad)])
     assert exit_.value.code not in (0, None)
     assert key in capsys.readouterr().err
+
+
+def test_loading_never_draws_from_the_global_rng(tmp_path, data_dir):
+    """Iterating the loaders (which seed their workers) leaves the global RNG as it was, so
+    data loading cannot shift what a model draws, and a resumed run draws the same."""
+    dm = datamodule(data_dir, tmp_path / "cache", num_train=1, num_val=1, num_test=1)
+    dm.prepare_data()
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        assert sum(1 for _ in loader) > 0
+    assert torch.equal(torch.random.get_rng_state(), state)
+

@@ -85,7 +85,7 @@ class Pause(pl.Callback):
 
 
 # ----------------------------------------------------------------------- helpers
-def write_config(tmp: Path, name: str, pause: int | None = None) -> Path:
+def write_config(tmp: Path, name: str, pause: int | None = None, anti_collapse: str = "vicreg") -> Path:
     """The shipped small pretraining config, shrunk, with the test callbacks."""
     cfg = yaml.safe_load((ROOT / "configs/pretrain/trackml_small.yaml").read_text())
     run = tmp / name
@@ -105,7 +105,8 @@ def write_config(tmp: Path, name: str, pause: int | None = None) -> Path:
     tr["callbacks"] = cbs
     cfg["model"]["init_args"].update(encoder={"d_model": 16, "d_embedding": 8, "n_layers": 1},
                                      predictor={"d_model": 16, "layers": 1},
-                                     optim={"warmup_steps": 3}, probe_events=1)
+                                     optim={"warmup_steps": 3}, probe_events=1,
+                                     anti_collapse=anti_collapse)
     cfg["data"].update(simulator={"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]},
                        num_train=NUM_TRAIN, num_val=1, num_test=1, batch_size=BATCH,
                        cache_dir=str(tmp / "cache"))
@@ -352,11 +353,15 @@ def processes():
 
 
 @pytest.mark.slow
-def test_sigkill_and_sigterm_resume_exactly(tmp_path, processes):
-    """See the module docstring. The SIGKILL leg resumes a ModelCheckpoint(every_n_train_steps)
-    checkpoint, so it also needs test_step_checkpoint_holds_the_steps_ema_update to pass."""
-    cfg_a = write_config(tmp_path, "A")
-    cfg_b = write_config(tmp_path, "B", pause=KILL_AT)
+@pytest.mark.parametrize("anti_collapse", ["vicreg", "sigreg", "none"])
+def test_sigkill_and_sigterm_resume_exactly(tmp_path, processes, anti_collapse):
+    """See the module docstring; for each anti-collapse term (SIGReg draws random directions
+    at every step, from a generator of the step). The SIGKILL leg resumes a
+    ModelCheckpoint(every_n_train_steps) checkpoint, so it also needs
+    test_step_checkpoint_holds_the_steps_ema_update to pass."""
+    ac = {"anti_collapse": anti_collapse}
+    cfg_a = write_config(tmp_path, "A", **ac)
+    cfg_b = write_config(tmp_path, "B", pause=KILL_AT, **ac)
     a = launch(cfg_a)
     b = launch(cfg_b)
     processes += [a, b]
@@ -369,7 +374,7 @@ def test_sigkill_and_sigterm_resume_exactly(tmp_path, processes):
 
     # C: resume B with --ckpt_path last (C's own logger folder is a new, empty version),
     # SIGTERM while paused before step 8: the run finishes that step and saves step 9
-    cfg_c = write_config(tmp_path, "B", pause=TERM_AT)  # same run folder as B
+    cfg_c = write_config(tmp_path, "B", pause=TERM_AT, **ac)  # same run folder as B
     (cfg_b.parent / "ready").unlink()
     c = launch(cfg_c, "--ckpt_path", "last")
     processes.append(c)
@@ -386,7 +391,7 @@ def test_sigkill_and_sigterm_resume_exactly(tmp_path, processes):
     assert not (tmp_path / "B" / "final.ckpt").exists()  # C never reached the end
 
     # E: resume C -> step 14
-    cfg_e = write_config(tmp_path, "B")
+    cfg_e = write_config(tmp_path, "B", **ac)
     e = launch(cfg_e, "--ckpt_path", "last")
     processes.append(e)
     assert finish(e) == 0, tail(cfg_e.parent)

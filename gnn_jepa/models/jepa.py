@@ -130,6 +130,13 @@ class JEPAPretraining(pl.LightningModule):
         return cosine_ramp(self.global_step if step is None else step, self.total_steps(), start, end)
 
     # ------------------------------------------------------------------ the JEPA step
+    def projection_generator(self, device: torch.device) -> torch.Generator:
+        """SIGReg's random directions at the current step: a generator seeded by
+        ``(mask_seed, global_step)`` on ``device``, never the global RNG, so a resumed run
+        draws the directions the uninterrupted one drew."""
+        seed = self.hparams.mask_seed * 1_000_003 + int(self.global_step) + (1 << 40)
+        return torch.Generator(device=device).manual_seed(seed)
+
     def mask_generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.hparams.mask_seed * 1_000_003 + int(step))
 
@@ -189,7 +196,7 @@ class JEPAPretraining(pl.LightningModule):
             jepa_loss = pred.sum() * 0.0
             baselines = {k: torch.zeros((), device=pred.device) for k in REFERENCE_PREDICTORS}
         if z_ctx.shape[0] > 1:
-            ac_loss, ac_parts = self.anti_collapse(z_ctx)
+            ac_loss, ac_parts = self.anti_collapse(z_ctx, generator=self.projection_generator(z_ctx.device))
         else:
             ac_loss, ac_parts = z_ctx.sum() * 0.0, {}
         return {"loss": jepa_loss + ac_loss,

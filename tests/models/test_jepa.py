@@ -120,3 +120,17 @@ def test_reference_losses_hand_case():
     assert float(ref["zero"]) == pytest.approx(5.0 / 6)
     assert float(ref["mean"]) == pytest.approx(3.0 / 6)
     assert float(ref["occupancy_oracle"]) == pytest.approx(1.0 / 6)
+
+
+def test_sigreg_directions_depend_on_the_step_not_the_global_rng(toy_batch):
+    """SIGReg's random directions come from a generator of (mask_seed, step): the same at one
+    step whatever the global RNG holds (so a resumed run draws what the uninterrupted one did)."""
+    torch.manual_seed(0)
+    model = JEPAPretraining(anti_collapse="sigreg", **SMALL)
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    torch.manual_seed(1)
+    first = model.jepa_forward(toy_batch, masks)["anti_collapse"]
+    torch.manual_seed(2)
+    assert torch.equal(model.jepa_forward(toy_batch, masks)["anti_collapse"], first)
+    g0, g1 = model.projection_generator(torch.device("cpu")), model.projection_generator(torch.device("cpu"))
+    assert torch.equal(torch.randn(4, generator=g0), torch.randn(4, generator=g1))
