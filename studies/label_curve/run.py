@@ -34,7 +34,7 @@ CONFIG = "configs/finetune/trackml_small.yaml"
 RESULTS = ROOT / "studies" / "label_curve" / "results"
 WORK = ROOT / "runs" / "label_curve"
 KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edge_auc", "threshold",
-        "num_events")
+        "num_events", "ceiling_trackml_score")
 
 
 def run_name(arm: str, labels: int, seed: int) -> str:
@@ -80,7 +80,7 @@ def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, ext
     metrics = json.loads((work / "test" / "metrics.json").read_text())["metrics"]
     fmt = lambda args: "gnn-jepa " + " ".join(args)  # noqa: E731
     return {"arm": arm, "labelled_events": labels, "seed": seed,
-            **{k: metrics[k] for k in KEYS},
+            **{k: metrics.get(k) for k in KEYS},
             "best_step": best, "last_step": last_step(versions[-1] / "metrics.csv"),
             "wall_s": round(time.time() - start, 1), "threads": threads,
             "fit_command": fmt(["fit"] + common), "test_command": fmt(["test"] + test_args)}
