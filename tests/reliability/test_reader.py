@@ -31,7 +31,7 @@ from gnn_jepa.models import JEPAPretraining
 from gnn_jepa.models.checkpoints import PretrainedLoadError
 from gnn_jepa.models.track_finding import TrackFinding
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUM_EVENTS = 3
 GRAPH = {"kind": "eta_phi", "radius": 0.05, "w_r": 0.0}
 TINY_ENCODER = dict(d_model=16, d_embedding=8, n_layers=1, heads=2)
