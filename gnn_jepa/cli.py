@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -31,7 +30,7 @@ from gnn_jepa.datamodule import EventDataModule
 from gnn_jepa.evaluation.fit_graph import main as fit_graph_main
 from gnn_jepa.evaluation.report import write_report
 from gnn_jepa.models.checkpoints import (CheckpointMismatchError, check_checkpoint_fits,
-                                         find_last_checkpoint, settings_diff)
+                                         find_last_checkpoint, read_checkpoint, settings_diff)
 
 
 def _model_settings(subcommand_config) -> dict:
@@ -66,8 +65,8 @@ class GnnJepaCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         given = _model_settings(self.config[sub]) if sub else {}
         if ckpt_path and os.path.isfile(str(ckpt_path)) and self.subclass_mode_model:
-            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True).get(
-                "hyper_parameters") or {}
+            hparams = read_checkpoint(str(ckpt_path), weights_only=True,
+                                      what="--ckpt_path").get("hyper_parameters") or {}
             if hparams and "_class_path" not in hparams:
                 # Written by a plain Trainer (e.g. benchmarks/), not by this CLI: LightningCLI
                 # cannot parse it without the class and would exit; build the model from the
@@ -168,6 +167,8 @@ def simulate_main(argv: Sequence[str]) -> None:
     overrides = {} if args.num_particles is None else {"num_particles": args.num_particles}
     sim = Simulator.from_preset(args.preset, **overrides)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out '{out}' exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     total = 0
     for i in range(args.num_events):

@@ -173,8 +173,13 @@ class EventDataModule(pl.LightningDataModule):
                  seed: int = 0, prepare_workers: int = 0,
                  max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error"):
         super().__init__()
-        if prepare_workers < 0:
-            raise ValueError(f"prepare_workers must be >= 0, got {prepare_workers}")
+        # a negative count or offset would silently index events from the end of a folder
+        for key, value, least in (("num_train", num_train, 0), ("num_val", num_val, 0),
+                                  ("num_test", num_test, 0), ("train_offset", train_offset, 0),
+                                  ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                  ("prepare_workers", prepare_workers, 0)):
+            if value < least:
+                raise ValueError(f"data.{key} must be >= {least}, got {value}")
         if on_bad_event not in BAD_EVENT_POLICIES:
             raise ValueError(f"data.on_bad_event must be one of {BAD_EVENT_POLICIES}, "
                              f"got {on_bad_event!r}")

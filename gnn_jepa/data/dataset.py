@@ -214,8 +214,11 @@ class EventSource:
     def prefix(self, index: int) -> Path:
         """The TrackML prefix (``dir/event<digits>``) of event ``index`` (source ``trackml``)."""
         prefixes = self.prefixes()
-        if index >= len(prefixes):
-            raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} events")
+        if not 0 <= index < len(prefixes):
+            hint = (" (no file named event<digits>-hits.csv or event<digits>-hits.csv.gz)"
+                    if not prefixes else "")
+            raise IndexError(f"event index {index} but {self.data_dir} holds {len(prefixes)} "
+                             f"events{hint}")
         return prefixes[index]
 
     def name(self, index: int) -> str:

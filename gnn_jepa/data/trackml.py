@@ -199,9 +199,15 @@ def _read_table(path: Path, part: str) -> pd.DataFrame:
         raise TrackMLFormatError(f"{path}: empty file (expected a header line with columns "
                                  f"{', '.join(SCHEMA[part])})")
     try:
-        header = _read_csv(path, nrows=0).columns.tolist()
+        # the header as written: pandas renames a repeated name ('x', 'x.1'), hiding it
+        header = _read_csv(path, header=None, nrows=1, dtype=str,
+                           keep_default_na=False).iloc[0].tolist()
     except pd.errors.EmptyDataError:
         raise TrackMLFormatError(f"{path}: empty file (no header line)") from None
+    repeated = sorted({c for c in header if c in SCHEMA[part] and header.count(c) > 1})
+    if repeated:
+        raise TrackMLFormatError(f"{path}: column(s) {repeated} appear more than once in the "
+                                 f"header (which one holds the data?); found {header}")
     optional = OPTIONAL_COLUMNS.get(part, ())
     missing = [c for c in SCHEMA[part] if c not in header and c not in optional]
     if missing:
@@ -244,7 +250,7 @@ def read_event(prefix: str | Path, *, parts: Sequence[str] = PARTS,
         back filled with computed TrackML weights (see the module doc).
 
     Raises:
-        TrackMLFormatError: a missing/empty file, a missing column, a non-numeric or
+        TrackMLFormatError: a missing/empty file, a missing or repeated column, a non-numeric or
             non-finite value, a hit coordinate beyond ``max_coordinate``, a negative weight,
             duplicate ids, truth rows that do not match
             the hits row for row, or a truth particle absent from the particles table.

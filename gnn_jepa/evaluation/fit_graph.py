@@ -90,7 +90,9 @@ def _number(kind, minimum, *, strict: bool = False):
         except ValueError:
             name = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(
                 f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
         return value

@@ -5,8 +5,9 @@
   layout written for an encoder alone; :func:`encoder_config_of` reads the encoder's
   :class:`~gnn_jepa.nn.encoder.EncoderConfig` from a checkpoint's hyperparameters (nested
   ``encoder`` block, or the flat keys of checkpoints written before it existed).
-* :func:`check_checkpoint_fits`: a ``--ckpt_path`` that cannot load into the model is an error
-  naming the file and the settings that differ.
+* :func:`check_checkpoint_fits`: a ``--ckpt_path`` that cannot load into the model, or holds
+  NaN/inf weights, is an error naming the file and the settings that differ;
+  :func:`read_checkpoint` reads one, naming a file that is no checkpoint.
 * :func:`find_last_checkpoint`: what ``--ckpt_path last`` resumes from, across logger versions.
 * :class:`SigtermCheckpoint`: a resumable ``last.ckpt`` when a fit is stopped by SIGTERM.
 """
@@ -46,6 +47,14 @@ def encoder_config_of(hparams: dict) -> Optional[EncoderConfig]:
 
 class PretrainedLoadError(RuntimeError):
     """A pretrained checkpoint does not fit the encoder."""
+
+
+def non_finite_tensors(state: dict) -> list[str]:
+    """Names of the floating tensors of a state dict holding a NaN or inf (``*tuned_threshold``
+    may be NaN: it means "not tuned")."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not k.endswith("tuned_threshold") and not bool(torch.isfinite(v).all())]
 
 
 def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
@@ -92,6 +101,12 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
     if missing or unexpected or shapes:
         raise PretrainedLoadError(f"{p}: encoder weights do not fit: missing={missing[:8]}, "
                                   f"unexpected={unexpected[:8]}, shape mismatches={shapes}")
+    bad = non_finite_tensors(enc_state)
+    if bad:  # else the first training step fails with a NaN loss that seems to blame its events
+        raise PretrainedLoadError(
+            f"{p}: non-finite values (NaN or inf) in {len(bad)} encoder tensor(s) "
+            f"({', '.join(bad[:5])}); the pretraining diverged or the file is corrupt: use an "
+            "earlier checkpoint of that run")
     encoder.load_state_dict(enc_state, strict=True)
     return hparams
 
@@ -109,7 +124,37 @@ def save_pretrained_encoder(path: str | Path, encoder_state: dict, encoder: Enco
 
 
 class CheckpointMismatchError(ValueError):
-    """A ``--ckpt_path`` checkpoint does not fit the model this command built."""
+    """A ``--ckpt_path`` checkpoint does not fit the model this command built (or is no
+    readable checkpoint at all)."""
+
+
+def read_checkpoint(path: str, *, weights_only: bool = False, what: str = "checkpoint") -> dict:
+    """The dict a checkpoint file holds, its tensors memory-mapped (only their metadata is read)
+    when the file is in torch's zip format.
+
+    Args:
+        path: the file.
+        weights_only: ``torch.load``'s option.
+        what: how messages name the file (``"--ckpt_path"``).
+
+    Raises:
+        CheckpointMismatchError: the file is no readable torch checkpoint (a CSV, random bytes,
+            an empty or truncated file) or does not hold a dict; the message names it.
+    """
+    try:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:
+        text = " ".join(str(err).split())[:300]
+        raise CheckpointMismatchError(
+            f"{what} {path}: not a readable torch checkpoint ({type(err).__name__}: {text}); "
+            "expected a .ckpt file written by gnn-jepa fit") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointMismatchError(f"{what} {path}: holds a {type(ckpt).__name__}, not a "
+                                      "checkpoint dict")
+    return ckpt
 
 
 def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
@@ -177,15 +222,13 @@ def settings_diff(a: dict, b: dict) -> dict:
 
 
 def check_checkpoint_fits(path: str, model: "pl.LightningModule") -> None:
-    """Raise :class:`CheckpointMismatchError` when ``path``'s weights cannot load into ``model``.
+    """Raise :class:`CheckpointMismatchError` when ``path``'s weights cannot load into ``model``,
+    or hold a NaN or inf (a corrupt file, a diverged run), or the file is no checkpoint.
 
     Lightning loads ``--ckpt_path`` strictly; on a mismatch its error lists tensor shapes but
     not the file nor the configuration that differs. This names both.
     """
-    try:  # mmap: only the tensors' metadata is read
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
@@ -196,6 +239,12 @@ def check_checkpoint_fits(path: str, model: "pl.LightningModule") -> None:
     shapes = {k: (tuple(state[k].shape), tuple(own[k].shape)) for k in own  # module order
               if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape}
     if not (missing or unexpected or shapes):
+        bad = non_finite_tensors(state)
+        if bad:  # else the first step fails with a NaN loss that seems to blame its events
+            raise CheckpointMismatchError(
+                f"checkpoint {path}: non-finite values (NaN or inf) in {len(bad)} tensor(s) "
+                f"({', '.join(bad[:5])}); the file is corrupt or its run diverged: use an "
+                "earlier checkpoint")
         return
     diff = settings_diff(dict(ckpt.get("hyper_parameters") or {}), dict(model.hparams))
     first_shapes = dict(list(shapes.items())[:4])

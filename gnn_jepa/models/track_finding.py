@@ -35,6 +35,15 @@ EDGE_LABELS = ("particle", "segment")
 FINETUNE_OPTIM = OptimConfig(encoder_lr=5e-4, head_lr=2e-3, weight_decay=0.01, warmup_steps=10)
 
 
+def events_with_edges(batch) -> int:
+    """How many events of a (batched) graph have at least one edge."""
+    src = batch.edge_index[0]
+    if src.numel() == 0:
+        return 0
+    graph = getattr(batch, "batch", None)
+    return 1 if graph is None else int(torch.unique(graph[src]).numel())
+
+
 class TrackFinding(pl.LightningModule):
     """Edge-classification track finding on top of a (pretrained) graph-transformer encoder.
 
@@ -134,10 +143,20 @@ class TrackFinding(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits = self(batch)
-        loss = self.edge_loss(logits, self.edge_targets(batch))
+        bs = int(batch.num_graphs)
+        # An event without an edge (a single hit, or a graph too sparse for it) has nothing to
+        # classify: it is skipped and counted, as the JEPA counts events without a valid
+        # target region. A batch of only such events trains on a zero loss that still has a
+        # graph (Lightning's backward needs one): the mean over no edge would be NaN.
+        skipped = bs - events_with_edges(batch)
+        if logits.numel() == 0:
+            loss = logits.sum() * 0.0
+        else:
+            loss = self.edge_loss(logits, self.edge_targets(batch))
         self._batch_events = batch_events(batch)
         check_loss(loss, step=self.global_step, events=self._batch_events)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch.num_graphs))
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/skipped_events", float(skipped), batch_size=bs, reduce_fx="sum")
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
