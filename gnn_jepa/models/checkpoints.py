@@ -27,6 +27,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from gnn_jepa.models.guards import non_finite_tensors
 from gnn_jepa.nn.encoder import EncoderConfig
 
 
@@ -47,14 +48,6 @@ def encoder_config_of(hparams: dict) -> Optional[EncoderConfig]:
 
 class PretrainedLoadError(RuntimeError):
     """A pretrained checkpoint does not fit the encoder."""
-
-
-def non_finite_tensors(state: dict) -> list[str]:
-    """Names of the floating tensors of a state dict holding a NaN or inf (``*tuned_threshold``
-    may be NaN: it means "not tuned")."""
-    return [k for k, v in state.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-            and not k.endswith("tuned_threshold") and not bool(torch.isfinite(v).all())]
 
 
 def load_pretrained_encoder(encoder: torch.nn.Module, path: str,

@@ -19,7 +19,8 @@ from typing import Iterable, Mapping
 
 import torch
 
-__all__ = ["NonFiniteError", "batch_events", "check_loss", "check_gradients", "check_state"]
+__all__ = ["NonFiniteError", "batch_events", "check_loss", "check_gradients", "check_state",
+           "non_finite_tensors"]
 
 #: How many offending names an error lists before "and N more".
 MAX_NAMES = 5
@@ -67,12 +68,18 @@ def check_gradients(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], 
         f"{events}; stopped before the optimizer step (no weight changed).")
 
 
+def non_finite_tensors(state: Mapping[str, object]) -> list[str]:
+    """Names of the floating tensors of a state dict holding a NaN or inf (``*tuned_threshold``
+    may be NaN: it means "not tuned")."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not k.endswith("tuned_threshold") and not bool(torch.isfinite(v).all())]
+
+
 def check_state(state: Mapping[str, object], *, where: str) -> None:
     """Raise :class:`NonFiniteError` if a floating tensor of ``state`` (a state dict) has a NaN
-    or inf. Tensors named ``*tuned_threshold`` may be NaN (it means "not tuned")."""
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not k.endswith("tuned_threshold")
-           and not bool(torch.isfinite(v).all())]
+    or inf (:func:`non_finite_tensors`)."""
+    bad = non_finite_tensors(state)
     if bad:
         raise NonFiniteError(f"{where}: non-finite values in {len(bad)} tensor(s) "
                              f"({_names(bad)}); refusing to write a checkpoint of them.")
