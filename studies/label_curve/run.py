@@ -8,10 +8,12 @@ config's 20 held-out events, through the ``gnn-jepa`` CLI itself:
     python -m studies.label_curve.run --arm scratch --labels 1,3,10,30,100,300 --seeds 0,1,2
 
 Every finished run leaves ``<results>/<arm>_L<labels>_s<seed>.json`` (test metrics, best and
-last step, wall time, the two commands; logs and checkpoints under ``--work``); runs whose file exists are skipped, so the command
-resumes and several copies with different ``--seeds`` can share the machine. After each run the
-curve is rewritten from all run files: ``<results>/curve.json``, ``{"<arm>": {"<labels>":
-[score per seed, seed order], ...}, "runs": {...}}``. ``--threads`` sets ``OMP_NUM_THREADS`` of
+last step, wall time, the two commands) and the test's own ``metrics.json`` as
+``<results>/metrics/<arm>_L<labels>_s<seed>.json`` (logs and checkpoints under ``--work``);
+runs whose file exists are skipped, so the command resumes and several copies with different
+``--seeds`` can share the machine. After each run the curve is rewritten from all run files:
+``<results>/curve.json``, ``{"<arm>": {"<labels>": [score per seed, seed order], ...},
+"stats": {...}}``. ``--threads`` sets ``OMP_NUM_THREADS`` of
 the runs; extra ``gnn-jepa`` arguments follow ``--`` (e.g. ``-- --model.pretrained CKPT`` with
 ``--arm jepa``).
 """
@@ -22,6 +24,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,6 +148,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
                 print(f"label_curve: {args.arm}, {labels} labelled events, seed {seed}", flush=True)
                 row = one_run(args.arm, labels, seed, args.work, args.threads, extra)
                 path.write_text(json.dumps(row, indent=1) + "\n")
+                (args.results / "metrics").mkdir(exist_ok=True)
+                shutil.copy(args.work / run_name(args.arm, labels, seed) / "test" / "metrics.json",
+                            args.results / "metrics" / f"{run_name(args.arm, labels, seed)}.json")
                 print(json.dumps({k: row[k] for k in ("trackml_score", "dm_efficiency",
                                                       "fake_rate", "best_step", "wall_s")}), flush=True)
                 write_curve(args.results)
