@@ -61,6 +61,7 @@ import torch
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.trackml import TrackMLFormatError, list_events, read_event
 from gnn_jepa.evaluation.graph_scan import pooled_graph_metrics
+from gnn_jepa.evaluation.report import strict_json_tree
 from gnn_jepa.graph.edge_filter import fit_edge_filter
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.metric_learning import HitEmbedding, LearnedFrame, train_hit_embedding
@@ -303,12 +304,16 @@ def _table(out: dict) -> str:
             f"{'eff(pT>' + pt + ')':>10} {'purity':>7} {'unseen hits':>11} "
             f"{'ceiling TrackML':>15} {'ceiling DM':>10}")
     lines = [cols]
+    def num(x, spec: str, width: int) -> str:
+        return format(x, spec) if isinstance(x, (int, float)) else "-".rjust(width)
+
     for row in out["rows"]:
         label = row["graph"] if len(row["graph"]) <= 34 else row["graph"][:31] + "..."
-        lines.append(f"{label:<34} {row['radius']:8.4g} {row['mean_degree']:7.1f} "
-                     f"{row['efficiency']:9.4f} {row['efficiency_pt_min']:10.4f} "
-                     f"{row['purity']:7.4f} {row['unseen_hit_fraction']:11.1%} "
-                     f"{row['ceiling_trackml_score']:15.4f} {row['ceiling_dm_efficiency']:10.4f}")
+        lines.append(f"{label:<34} {num(row['radius'], '8.4g', 8)} {num(row['mean_degree'], '7.1f', 7)} "
+                     f"{num(row['efficiency'], '9.4f', 9)} {num(row['efficiency_pt_min'], '10.4f', 10)} "
+                     f"{num(row['purity'], '7.4f', 7)} {num(row['unseen_hit_fraction'], '11.1%', 11)} "
+                     f"{num(row['ceiling_trackml_score'], '15.4f', 15)} "
+                     f"{num(row['ceiling_dm_efficiency'], '10.4f', 10)}")
     for row in out["rows"]:
         for w in row["warnings"]:
             lines.append(f"warning ({row['graph']}): {w}")
@@ -464,9 +469,12 @@ def run(argv: Sequence[str]) -> dict:
         f"{chosen['ceiling_trackml_score']:.4f}\n"
         f"graph: {block_json}\n")
     out["seconds"]["total"] = time.perf_counter() - t_start
-    (out_dir / REPORT_FILE).write_text(json.dumps(out, indent=1) + "\n")
+    # strict JSON: an undefined figure (the purity of a graph without edges) is null
+    out, _ = strict_json_tree(out)
+    text = json.dumps(out, indent=1, allow_nan=False)
+    (out_dir / REPORT_FILE).write_text(text + "\n")
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(text)
         return out
     print(f"{PROG}: {data_dir}: fitted on {len(fit)} events ({hits:.0f} hits/event), "
           f"radius {radius:g}" + (f" for mean degree {target:g} on them" if target else ""))

@@ -44,3 +44,4 @@ ckpt=$(ls "$RUN"/*/version_*/checkpoints/*.ckpt | grep -v last.ckpt | tail -1)
 "$PY" -m gnn_jepa.cli test "${common[@]}" --ckpt_path "$ckpt" --model.output_dir "$RUN/test" > "$RUN.test.log" 2>&1
 echo "other_detector labels=$LABELS seed=$SEED wall=$(( $(date +%s) - start ))s best=$(basename "$ckpt")"
 "$PY" -c "import json, sys; m = json.load(open(sys.argv[1]))['metrics']; print({k: m[k] for k in ('trackml_score', 'dm_efficiency', 'fake_rate', 'ceiling_trackml_score', 'edge_auc', 'threshold', 'num_events')})" "$RUN/test/metrics.json"
+"$PY" -m studies.other_detector.summarize --runs "$OUT" > /dev/null

@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from gnn_jepa.evaluation.report import strict_json_tree
+
 KEYS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edge_auc", "threshold",
         "num_events", "ceiling_trackml_score", "ceiling_dm_efficiency", "ceiling_fake_rate")
 GRAPH_KEYS = ("graph", "radius", "mean_degree", "efficiency", "efficiency_pt_min", "purity",
@@ -41,10 +43,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--runs", type=Path, default=Path("runs/other_detector"))
     p.add_argument("--out", type=Path, default=Path("studies/other_detector/results/summary.json"))
     args = p.parse_args(argv)
-    doc = summarize(args.runs)
+    doc, _ = strict_json_tree(summarize(args.runs))  # an undefined purity is null
+    text = json.dumps(doc, indent=1, allow_nan=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(json.dumps(doc, indent=1))
+    args.out.write_text(text + "\n")
+    print(text)
     return doc
 
 

@@ -135,6 +135,14 @@ def test_another_detector_shipped_filter_warns_fitted_one_keeps_segments(folders
     assert fitted["efficiency"] >= 0.9 and fitted["unseen_hit_fraction"] == 0.0
     assert shipped["block"] == SHIPPED and shipped["unseen_hit_fraction"] == 1.0
     assert shipped["efficiency"] == 0.0 and shipped["ceiling_trackml_score"] == 0.0
+    # no edge: the purity is undefined, null in the (strict) JSON report, '-' in the table
+    assert shipped["purity"] is None
+    text = (tmp_path / "g" / "fit_graph.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"fit_graph.json holds {c}"))
+    main(["fit-graph", str(folders / "other"), "--out", str(tmp_path / "g3"), *FAST,
+          "--compare", json.dumps(SHIPPED)])
+    table_row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("trackml + ")][0]
+    assert table_row.split()[7] == "-" and "nan" not in table_row
     assert len(shipped["warnings"]) == 1
     assert "never saw (volume, layer) ids (1, 1), (1, 2)" in shipped["warnings"][0]
     # the warning a config with the shipped presets would raise, with its counts
