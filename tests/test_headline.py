@@ -572,6 +572,8 @@ def test_real_refresh_takes_the_label_curve_from_run_py(real, tmp_path, capsys):
                "dm_efficiency": 0.9, "fake_rate": 0.01, "num_events": 20, "best_step": 100}
         (results / f"scratch_L{labels}_s{seed}.json").write_text(json.dumps(row))
     label_curve_run.write_curve(results)
+    real = copy.deepcopy(real)
+    real["label_curve"]["scratch"] = {}  # as before any run (the real file may hold some)
     path = tmp_path / "headline.json"
     path.write_text(headline.dump(real))
     assert headline.verify(real, root)  # stale: the source has runs the headline lacks
