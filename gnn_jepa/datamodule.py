@@ -123,10 +123,13 @@ class EventDataModule(pl.LightningDataModule):
     """Events for pretraining and track finding.
 
     Args:
-        source: ``"simulate"`` (built-in simulator) or ``"trackml"`` (CSV folder).
+        source: ``"simulate"`` (built-in simulator), ``"trackml"`` (CSV folder) or
+            ``"colliderml"`` (ColliderML Parquet shards, needs ``gnn_jepa[colliderml]``).
         simulator: simulator preset and overrides, e.g. ``{"preset": "trackml", "num_particles": 200}``.
-        data_dir: TrackML folder (``source: trackml``); events are split in sorted order:
-            ``train_offset .. +num_train`` train, then val, then test.
+        data_dir: TrackML folder (``source: trackml``) or ColliderML root (``source:
+            colliderml``, see :mod:`gnn_jepa.data.colliderml`); events are split in sorted
+            order (ColliderML: by event id): ``train_offset .. +num_train`` train, then val,
+            then test.
         num_train, num_val, num_test: event counts. Validation and test sets are fixed.
         train_offset: first global index of the training events. Pretraining and fine-tuning
             use different offsets so that their events are disjoint.
@@ -192,7 +195,7 @@ class EventDataModule(pl.LightningDataModule):
         self.features = list(features)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        if source == "trackml":
+        if source in ("trackml", "colliderml"):
             self._train_idx = list(range(train_offset, train_offset + num_train))
             self._val_idx = list(range(self._train_idx[-1] + 1 if num_train else train_offset,
                                        train_offset + num_train + num_val))

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torch_geometric.data import Data
 
+from gnn_jepa.data.colliderml import ColliderMLReader, require_pyarrow
 from gnn_jepa.data.convert import DEFAULT_FEATURES, event_to_data
 from gnn_jepa.data.simulator import Simulator, event_seed
 from gnn_jepa.data.trackml import (MAX_COORDINATE_MM, TrackMLFormatError, event_files, list_events,
@@ -52,6 +53,8 @@ RECORD_PICKLE_PROTOCOL = 4
 #: Errors that mean "this event's data is bad" (not a bug, not a setting): a TrackML file
 #: that breaks the format, including a coordinate beyond ``max_coordinate``.
 BAD_EVENT_ERRORS: tuple[type[Exception], ...] = (TrackMLFormatError,)
+#: Values of ``EventSource(kind=...)``.
+KINDS = ("simulate", "trackml", "colliderml")
 
 
 def config_hash(config: dict) -> str:
@@ -98,6 +101,12 @@ class CacheRebuildWarning(UserWarning):
     source files changed since it was cached: the event is processed again."""
 
 
+#: ``(path, size, mtime_ns) -> SHA-256`` of files hashed by :func:`source_fingerprint` in this
+#: process: the events of one ColliderML shard share its file, which is hashed once, not once per
+#: event. The same (size, mtime_ns) is taken as the same content, as :func:`fingerprint_changes` does.
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 (hex) of a file's content, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -107,13 +116,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def fingerprint_names(paths: Sequence[Path]) -> list[str]:
+    """How a fingerprint names each file: its name, or ``folder/name`` for every file when two
+    share a name (a ColliderML event's hits and particles shards: ``train-00000.parquet`` in
+    ``X_tracker_hits`` and in ``X_particles``)."""
+    names = [Path(path).name for path in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{Path(path).parent.name}/{Path(path).name}" for path in paths]
+
+
 def source_fingerprint(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """Name, size, ``mtime_ns`` and SHA-256 of each file, in the order given."""
     out = []
-    for path in paths:
+    for name, path in zip(fingerprint_names(paths), paths):
         st = Path(path).stat()
-        out.append({"name": Path(path).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                    "sha256": file_sha256(path)})
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _SHA_MEMO:
+            _SHA_MEMO[key] = file_sha256(path)
+        out.append({"name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                    "sha256": _SHA_MEMO[key]})
     return out
 
 
@@ -135,7 +157,7 @@ def fingerprint_changes(stored: Sequence[dict[str, Any]],
         stamps where only the stamps changed), meaningful when ``changes`` is empty.
     """
     before = {entry["name"]: entry for entry in stored}
-    now = {Path(path).name: Path(path) for path in paths}
+    now = {name: Path(path) for name, path in zip(fingerprint_names(paths), paths)}
     changes = [f"{name} (removed)" for name in before if name not in now]
     current = []
     for name, path in now.items():
@@ -162,13 +184,17 @@ def _short(exc: BaseException) -> str:
 
 
 class EventSource:
-    """Where events come from: the simulator or a folder of TrackML CSV events.
+    """Where events come from: the simulator, a folder of TrackML CSV events, or ColliderML
+    Parquet shards.
 
     Args:
-        kind: ``"simulate"`` or ``"trackml"``.
+        kind: ``"simulate"``, ``"trackml"`` or ``"colliderml"``.
         simulator: keyword arguments of :class:`gnn_jepa.data.simulator.Simulator`
             (``preset`` plus overrides) when ``kind == "simulate"``.
-        data_dir: the folder of ``event*-hits.csv`` files when ``kind == "trackml"``.
+        data_dir: the folder of ``event*-hits.csv`` files when ``kind == "trackml"``; the
+            ColliderML root (a ``*_tracker_hits`` folder, or a folder holding such folders
+            directly or under ``data/``, see :mod:`gnn_jepa.data.colliderml`) when
+            ``kind == "colliderml"``: its events in sorted event-id order.
         seed: the simulation seed stream.
         max_coordinate: largest hit ``|x|, |y|, |z|`` (mm) a TrackML file may hold
             (:func:`gnn_jepa.data.trackml.read_event`).
@@ -177,8 +203,9 @@ class EventSource:
     def __init__(self, kind: str = "simulate", simulator: dict | None = None,
                  data_dir: str | None = None, seed: int = 0,
                  max_coordinate: float = MAX_COORDINATE_MM):
-        if kind not in ("simulate", "trackml"):
-            raise ValueError(f"unknown event source {kind!r}; use 'simulate' or 'trackml'")
+        if kind not in KINDS:
+            raise ValueError(f"unknown event source {kind!r}; use 'simulate', 'trackml' or "
+                             "'colliderml'")
         self.kind = kind
         self.simulator_kwargs = dict(simulator or {})
         self.data_dir = data_dir
@@ -188,8 +215,14 @@ class EventSource:
         self.max_coordinate = float(max_coordinate)
         self._simulator = None
         self._prefixes: list[Path] | None = None
+        self._colliderml: ColliderMLReader | None = None
         if kind == "trackml" and not data_dir:
             raise ValueError("source 'trackml' needs data_dir (a folder of TrackML CSV events)")
+        if kind == "colliderml":
+            require_pyarrow()
+            if not data_dir:
+                raise ValueError("source 'colliderml' needs data_dir (a folder of ColliderML "
+                                 "*_tracker_hits Parquet shards)")
 
     def describe(self) -> dict:
         return {"kind": self.kind, "simulator": self.simulator_kwargs,
@@ -203,12 +236,27 @@ class EventSource:
             self._simulator = Simulator.from_preset(preset, **kw)
         return self._simulator
 
+    @property
+    def colliderml(self) -> ColliderMLReader:
+        """The ColliderML reader (source ``colliderml``), listing its folder on first use."""
+        if self._colliderml is None:
+            self._colliderml = ColliderMLReader(self.data_dir, max_coordinate=self.max_coordinate)
+        return self._colliderml
+
+    def _check_index(self, index: int) -> None:
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"event index {index} but {self.data_dir} holds {n} ColliderML "
+                             "events")
+
     def prefixes(self) -> list[Path]:
         if self._prefixes is None:
             self._prefixes = list(list_events(self.data_dir))
         return self._prefixes
 
     def __len__(self) -> int:
+        if self.kind == "colliderml":
+            return len(self.colliderml)
         return len(self.prefixes()) if self.kind == "trackml" else 2**31
 
     def prefix(self, index: int) -> Path:
@@ -222,18 +270,29 @@ class EventSource:
         return prefixes[index]
 
     def name(self, index: int) -> str:
-        """How messages name event ``index``: its TrackML prefix, or ``simulated event <index>``."""
+        """How messages name event ``index``: its TrackML prefix, ``<hits shard> event <id>``
+        (ColliderML), or ``simulated event <index>``."""
+        if self.kind == "colliderml":
+            self._check_index(index)
+            return self.colliderml.name(index)
         return str(self.prefix(index)) if self.kind == "trackml" else f"simulated event {index}"
 
     def files(self, index: int) -> list[Path] | None:
         """The files event ``index`` is read from (every existing table file of its TrackML
-        prefix), ``None`` for a simulated event (its recipe is the simulator's settings)."""
+        prefix; the hits and particles shards holding a ColliderML event), ``None`` for a
+        simulated event (its recipe is the simulator's settings)."""
+        if self.kind == "colliderml":
+            self._check_index(index)
+            return self.colliderml.files(index)
         return None if self.kind == "simulate" else event_files(self.prefix(index))
 
     def event(self, index: int):
         """The event with global index ``index``."""
         if self.kind == "simulate":
             return self.simulator.simulate(seed=event_seed(self.seed, index), event_id=index)
+        if self.kind == "colliderml":
+            self._check_index(index)
+            return self.colliderml.read(index)
         return read_event(self.prefix(index), max_coordinate=self.max_coordinate)
 
 

@@ -1,0 +1,381 @@
+"""Read ColliderML events (Parquet shards, one row per event) as TrackML-format :class:`Event`\\ s.
+
+ColliderML (Open Data Detector, Geant4 + ACTS) stores one event per row, every per-hit or
+per-particle quantity as a list column, in shards
+``data/{process}_{pu0|pu200}_{tracker_hits|particles|tracks}/*.parquet``.
+
+**Which files.** :class:`ColliderMLReader` takes a root folder: a ``*_tracker_hits`` folder
+itself, or a folder holding ``*_tracker_hits`` folders directly or under ``data/``. Every
+``*.parquet`` file of each hits folder is a shard; the particles of hits folder
+``X_tracker_hits`` are the shards of the sibling folder ``X_particles``, which is optional.
+Without it the truth is unknown (zero-row truth and particles tables, as
+``read_event(prefix, parts=("hits",))`` of a TrackML folder of hits only); with it, each hits
+event must have its particles row. Events are listed by ``(event_id, hits folder)`` in sorted
+order; one event id twice in one hits folder is an error.
+
+**Reading one event.** Listing reads only the ``event_id`` column of every shard and keeps an
+index ``event_id -> (file, row group, row)``. Reading an event reads only the columns it needs
+from only the row group holding it, and keeps that decoded row group (one per kind of shard) for
+the next event, so reading a row group's events in order decodes it once. A shard with one row
+group per event is thus read one event at a time; Parquet cannot decode one row of a larger row
+group alone.
+
+**How the columns map** (ColliderML -> TrackML tables, :mod:`gnn_jepa.data.event`):
+
+- ``hit_id`` = the hit's row index within its event + 1 (TrackML hit ids start at 1), so the
+  ColliderML hit index is ``hit_id - 1``; hits keep the file's order.
+- ``x, y, z`` (digitised position, mm) -> ``x, y, z``; ``volume_id``, ``layer_id`` as they
+  are; ``module_id`` = ``surface_id``, or 0 when a shard has no ``surface_id`` column.
+- truth ``particle_id`` = ColliderML ``particle_id`` + 1 (ColliderML's per-event particle
+  index starts at 0, which is noise in our convention; ColliderML marks no hit as noise, so
+  every hit belongs to a particle); ``tx, ty, tz`` = ``true_x, true_y, true_z``.
+  ``tpx, tpy, tpz``: ColliderML stores no momentum per hit, so they are the particle's
+  momentum at its vertex (``px, py, pz``), which is also what the weights and ``pt`` use.
+- particles: ``particle_id`` as above, ``vx, vy, vz, px, py, pz`` as they are, ``q`` =
+  ``charge`` (an integer), ``nhits`` = the number of the event's hits on the particle (0 for a
+  particle without hits). Extra columns after these: ``colliderml_particle_id`` (the id on
+  disk) and those of ``pdg_id, vertex_primary, primary, parent_id, perigee_d0, perigee_z0``
+  present in the shard (``parent_id`` keeps ColliderML's numbering).
+- truth ``weight``: ColliderML has none; the TrackML weights are computed from the truth
+  and particles (:func:`gnn_jepa.data.weights.event_hit_weights`), always, without a warning.
+- ``event_id`` is ColliderML's ``event_id``. Other columns (``time``, ``detector``,
+  ``cell_id`` of older files, the particles' ``mass``, ``energy``, ``time``) are not read.
+
+**Errors.** Every problem with the data raises :class:`ColliderMLFormatError` (a
+:class:`~gnn_jepa.data.trackml.TrackMLFormatError`, so ``on_bad_event: skip`` leaves such an
+event out) naming the file, the event id and the column: a missing column, list columns of
+different lengths in one event, an event without hits, a non-finite value, a hit coordinate at
+or beyond ``max_coordinate``, a hit whose particle is not among its event's particles, a
+duplicate particle id, a non-integer charge.
+
+pyarrow is an optional dependency (``pip install "gnn_jepa[colliderml]"``); this module
+imports without it, and using the reader without it raises an ImportError saying so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gnn_jepa.data.event import PARTICLE_COLUMNS, TRUTH_COLUMNS, Event
+from gnn_jepa.data.trackml import MAX_COORDINATE_MM, TrackMLFormatError, _empty_table
+from gnn_jepa.data.weights import event_hit_weights
+
+try:  # optional dependency: gnn_jepa[colliderml]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+except ImportError:  # pragma: no cover - exercised by patching pq to None
+    pa = pq = None
+
+HITS_SUFFIX = "_tracker_hits"
+PARTICLES_SUFFIX = "_particles"
+#: Hits columns read when the truth is known / unknown (``surface_id`` is optional).
+HIT_COLUMNS_TRUTH = ("x", "y", "z", "true_x", "true_y", "true_z", "particle_id", "volume_id",
+                     "layer_id")
+HIT_COLUMNS_NO_TRUTH = ("x", "y", "z", "volume_id", "layer_id")
+PARTICLE_COLUMNS_READ = ("particle_id", "vx", "vy", "vz", "px", "py", "pz", "charge")
+#: Particle columns passed through after the TrackML ones when a shard has them.
+PARTICLE_EXTRAS = ("pdg_id", "vertex_primary", "primary", "parent_id", "perigee_d0", "perigee_z0")
+INSTALL_HINT = 'pip install "gnn_jepa[colliderml]"'
+
+
+class ColliderMLFormatError(TrackMLFormatError):
+    """A ColliderML shard is missing a column, or an event in it is malformed or inconsistent."""
+
+
+def require_pyarrow() -> None:
+    """Raise an ImportError naming the extra to install when pyarrow is missing."""
+    if pq is None:
+        raise ImportError("reading ColliderML events (source: colliderml) needs pyarrow: "
+                          f'{INSTALL_HINT}')
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one event's row lives: shard file, row group, row within the row group."""
+
+    file: Path
+    row_group: int
+    row: int
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """One listed event: its id, its hits row and (when a particles folder exists) its
+    particles row (``None``: the folder exists but lacks the event; ``particles_known``
+    False: no particles folder, truth unknown)."""
+
+    event_id: int
+    hits: Location
+    particles: Location | None
+    particles_known: bool
+
+
+def hits_folders(root: str | Path) -> list[Path]:
+    """The ``*_tracker_hits`` folders of ``root`` (itself, its children, or ``root/data/*``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"ColliderML folder '{root}' does not exist")
+    if root.name.endswith(HITS_SUFFIX):
+        return [root]
+    found = [p for base in (root, root / "data") if base.is_dir()
+             for p in sorted(base.glob(f"*{HITS_SUFFIX}")) if p.is_dir()]
+    return found
+
+
+def _index_shards(folder: Path) -> dict[int, Location]:
+    """``event_id -> Location`` over every ``*.parquet`` shard of a folder (reads ``event_id`` only)."""
+    index: dict[int, Location] = {}
+    for path in sorted(folder.glob("*.parquet")):
+        pf = pq.ParquetFile(path)
+        if "event_id" not in pf.schema_arrow.names:
+            raise ColliderMLFormatError(f"{path}: missing column 'event_id'; found "
+                                        f"{pf.schema_arrow.names}")
+        for rg in range(pf.num_row_groups):
+            ids = pf.read_row_group(rg, columns=["event_id"]).column("event_id")
+            if ids.null_count:
+                raise ColliderMLFormatError(f"{path}: column 'event_id' row group {rg}: "
+                                            f"{ids.null_count} null event id(s)")
+            for row, eid in enumerate(ids.to_numpy().tolist()):
+                eid = int(eid)
+                if eid in index:
+                    first = index[eid]
+                    raise ColliderMLFormatError(
+                        f"{path}: column 'event_id': event {eid} appears twice in {folder} "
+                        f"({first.file.name} row group {first.row_group} row {first.row}, and "
+                        f"{path.name} row group {rg} row {row})")
+                index[eid] = Location(path, rg, row)
+    return index
+
+
+class ColliderMLReader:
+    """The events of a ColliderML folder, listed by event id, read one at a time.
+
+    Args:
+        root: a ``*_tracker_hits`` folder, or a folder holding such folders (directly or
+            under ``data/``); see the module doc.
+        max_coordinate: a hit with ``|x|``, ``|y|`` or ``|z|`` at or above this many mm is
+            an error (as :func:`gnn_jepa.data.trackml.read_event`).
+
+    Raises:
+        ImportError: pyarrow is not installed.
+        NotADirectoryError: ``root`` does not exist.
+        FileNotFoundError: it holds no ``*_tracker_hits`` folder.
+        ColliderMLFormatError: a shard lacks ``event_id`` or repeats an event.
+    """
+
+    def __init__(self, root: str | Path, max_coordinate: float = MAX_COORDINATE_MM):
+        require_pyarrow()
+        if not max_coordinate > 0:
+            raise ValueError(f"max_coordinate must be > 0 (mm), got {max_coordinate}")
+        self.root = Path(root)
+        self.max_coordinate = float(max_coordinate)
+        folders = hits_folders(self.root)
+        if not folders:
+            raise FileNotFoundError(
+                f"no '*{HITS_SUFFIX}' folder in '{self.root}' or '{self.root / 'data'}' "
+                f"(expected e.g. data/ttbar_pu0{HITS_SUFFIX}/train-*.parquet)")
+        entries = []
+        for folder in folders:
+            hits_index = _index_shards(folder)
+            pfolder = folder.parent / (folder.name[: -len(HITS_SUFFIX)] + PARTICLES_SUFFIX)
+            known = pfolder.is_dir()
+            p_index = _index_shards(pfolder) if known else {}
+            for eid, loc in hits_index.items():
+                entries.append(EventEntry(eid, loc, p_index.get(eid), known))
+        self.entries: list[EventEntry] = sorted(
+            entries, key=lambda e: (e.event_id, e.hits.file.parent.name))
+        self._row_groups: dict[str, tuple[tuple, pa.Table]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def event_ids(self) -> list[int]:
+        return [e.event_id for e in self.entries]
+
+    def files(self, index: int) -> list[Path]:
+        """The shard files event ``index`` is read from (hits, then particles if any)."""
+        entry = self.entries[index]
+        return [entry.hits.file] + ([entry.particles.file] if entry.particles else [])
+
+    def name(self, index: int) -> str:
+        entry = self.entries[index]
+        return f"{entry.hits.file} event {entry.event_id}"
+
+    # ------------------------------------------------------------------ reading
+    def _row(self, kind: str, loc: Location, columns: list[str]) -> pa.Table:
+        """The one-row table of ``loc`` (only ``columns``), decoding its row group unless it is
+        the row group decoded last for this ``kind`` (same file, stamps and columns)."""
+        st = loc.file.stat()
+        key = (str(loc.file), st.st_size, st.st_mtime_ns, loc.row_group, tuple(columns))
+        cached = self._row_groups.get(kind)
+        if cached is None or cached[0] != key:
+            table = pq.ParquetFile(loc.file).read_row_group(loc.row_group, columns=columns)
+            self._row_groups[kind] = cached = (key, table)
+        return cached[1].slice(loc.row, 1)
+
+    def _lists(self, kind: str, loc: Location, event_id: int, required: tuple[str, ...],
+               optional: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
+        """Read one event's list columns: ``{column: values}`` and their common length."""
+        names = pq.ParquetFile(loc.file).schema_arrow.names
+        missing = [c for c in required if c not in names]
+        where = f"{loc.file}: event {event_id}"
+        if missing:
+            raise ColliderMLFormatError(f"{where}: missing column(s) {missing} in the {kind} "
+                                        f"shard; found {names}")
+        columns = list(required) + [c for c in optional if c in names]
+        row = self._row(kind, loc, columns)
+        out: dict[str, np.ndarray] = {}
+        length, first = None, None
+        for col in columns:
+            arr = row.column(col).combine_chunks()
+            if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+                raise ColliderMLFormatError(f"{where}: column '{col}' is {arr.type}, "
+                                            "expected a list column (one list per event)")
+            if arr.null_count:
+                raise ColliderMLFormatError(f"{where}: column '{col}' is null")
+            values = arr.flatten()
+            if values.null_count:
+                i = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                raise ColliderMLFormatError(f"{where}: column '{col}' entry {i}: null value")
+            out[col] = values.to_numpy(zero_copy_only=False)
+            if length is None:
+                length, first = len(values), col
+            elif len(values) != length:
+                raise ColliderMLFormatError(
+                    f"{where}: list column '{col}' has {len(values)} values but '{first}' has "
+                    f"{length}: the {kind} list columns of one event must have equal lengths")
+        return out, int(length or 0)
+
+    def read(self, index: int) -> Event:
+        """Read event ``index`` (0-based position in :attr:`entries`)."""
+        if not 0 <= index < len(self.entries):
+            raise IndexError(f"event index {index} but {self.root} holds {len(self.entries)} "
+                             "events")
+        return self._read(self.entries[index])
+
+    def read_event_id(self, event_id: int) -> Event:
+        """Read the (first listed) event with ColliderML id ``event_id``."""
+        for entry in self.entries:
+            if entry.event_id == int(event_id):
+                return self._read(entry)
+        raise KeyError(f"no event {event_id} in {self.root}")
+
+    def _read(self, entry: EventEntry) -> Event:
+        eid = entry.event_id
+        hfile = entry.hits.file
+        if entry.particles_known and entry.particles is None:
+            raise ColliderMLFormatError(
+                f"{hfile}: event {eid}: column 'event_id': no row for event {eid} in the "
+                f"particles shards of {hfile.parent.name[: -len(HITS_SUFFIX)]}{PARTICLES_SUFFIX}")
+        truth_known = entry.particles_known
+        h, n = self._lists("tracker_hits", entry.hits, eid,
+                           HIT_COLUMNS_TRUTH if truth_known else HIT_COLUMNS_NO_TRUTH,
+                           ("surface_id",))
+        if n == 0:
+            raise ColliderMLFormatError(f"{hfile}: event {eid}: no hits (column 'x' is an "
+                                        "empty list)")
+        float_cols = ("x", "y", "z") + (("true_x", "true_y", "true_z") if truth_known else ())
+        for col in float_cols:
+            _check_finite(h[col], f"{hfile}: event {eid}", col, "hit")
+        hits = pd.DataFrame({
+            "hit_id": np.arange(1, n + 1, dtype=np.int64),
+            "x": h["x"].astype(np.float64), "y": h["y"].astype(np.float64),
+            "z": h["z"].astype(np.float64),
+            "volume_id": h["volume_id"].astype(np.int64),
+            "layer_id": h["layer_id"].astype(np.int64),
+            "module_id": (h["surface_id"].astype(np.int64) if "surface_id" in h
+                          else np.zeros(n, dtype=np.int64)),
+        })
+        for col in ("x", "y", "z"):
+            v = hits[col].to_numpy()
+            bad = np.flatnonzero(np.abs(v) >= self.max_coordinate)
+            if len(bad):
+                i = int(bad[0])
+                raise ColliderMLFormatError(
+                    f"{hfile}: event {eid}: column '{col}' hit {i}: value {float(v[i])!r} mm is "
+                    f"outside any detector (|{col}| >= {self.max_coordinate:g} mm; {len(bad)} "
+                    "such hits). A unit mix-up or a corrupt value? If your detector is this "
+                    "large, raise the limit (max_coordinate, --data.max_coordinate).")
+        if not truth_known:
+            return Event(hits=hits, truth=_empty_table("truth"),
+                         particles=_empty_table("particles"), event_id=eid)
+
+        pfile = entry.particles.file
+        p, m = self._lists("particles", entry.particles, eid, PARTICLE_COLUMNS_READ,
+                           PARTICLE_EXTRAS)
+        pwhere = f"{pfile}: event {eid}"
+        for col in ("vx", "vy", "vz", "px", "py", "pz", "charge"):
+            _check_finite(p[col], pwhere, col, "particle")
+        cml_ids = p["particle_id"]
+        if cml_ids.dtype.kind not in "iu":
+            raise ColliderMLFormatError(f"{pwhere}: column 'particle_id' has dtype "
+                                        f"{cml_ids.dtype}, expected integers")
+        if cml_ids.dtype.kind == "i" and (cml_ids < 0).any():
+            i = int(np.flatnonzero(cml_ids < 0)[0])
+            raise ColliderMLFormatError(f"{pwhere}: column 'particle_id' particle {i}: "
+                                        f"negative particle_id {cml_ids[i]}")
+        if (cml_ids.astype(np.uint64) >= np.uint64(2 ** 63 - 1)).any():
+            i = int(np.flatnonzero(cml_ids.astype(np.uint64) >= np.uint64(2 ** 63 - 1))[0])
+            raise ColliderMLFormatError(f"{pwhere}: column 'particle_id' particle {i}: "
+                                        f"particle_id {cml_ids[i]} does not fit our int64 ids")
+        ids = cml_ids.astype(np.int64) + 1
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            dup = int(uniq[counts > 1][0]) - 1
+            raise ColliderMLFormatError(f"{pwhere}: column 'particle_id': duplicate "
+                                        f"particle_id {dup}")
+        charge = p["charge"].astype(np.float64)
+        q = np.rint(charge)
+        if (q != charge).any():
+            i = int(np.flatnonzero(q != charge)[0])
+            raise ColliderMLFormatError(f"{pwhere}: column 'charge' particle {i}: charge "
+                                        f"{charge[i]} is not an integer")
+
+        hit_cml = h["particle_id"]
+        if hit_cml.dtype.kind not in "iu":
+            raise ColliderMLFormatError(f"{hfile}: event {eid}: column 'particle_id' has dtype "
+                                        f"{hit_cml.dtype}, expected integers")
+        known = np.isin(hit_cml, cml_ids)
+        if not known.all():
+            i = int(np.flatnonzero(~known)[0])
+            n_missing = len(np.unique(hit_cml[~known]))
+            raise ColliderMLFormatError(
+                f"{hfile}: event {eid}: column 'particle_id' hit {i}: particle_id {hit_cml[i]} "
+                f"is absent from the particles of event {eid} in {pfile} "
+                f"({n_missing} missing particle(s))")
+        pid = hit_cml.astype(np.int64) + 1
+        order = np.argsort(ids)
+        row = order[np.searchsorted(ids, pid, sorter=order)]  # hit -> particle row
+        nhits = np.bincount(row, minlength=m).astype(np.int64)
+
+        particles = pd.DataFrame({
+            "particle_id": ids,
+            "vx": p["vx"].astype(np.float64), "vy": p["vy"].astype(np.float64),
+            "vz": p["vz"].astype(np.float64), "px": p["px"].astype(np.float64),
+            "py": p["py"].astype(np.float64), "pz": p["pz"].astype(np.float64),
+            "q": q.astype(np.int64), "nhits": nhits,
+        })[list(PARTICLE_COLUMNS)]
+        particles["colliderml_particle_id"] = cml_ids
+        for col in PARTICLE_EXTRAS:
+            if col in p:
+                particles[col] = p[col]
+        truth = pd.DataFrame({
+            "hit_id": hits["hit_id"].to_numpy(), "particle_id": pid,
+            "tx": h["true_x"].astype(np.float64), "ty": h["true_y"].astype(np.float64),
+            "tz": h["true_z"].astype(np.float64),
+            "tpx": particles["px"].to_numpy()[row], "tpy": particles["py"].to_numpy()[row],
+            "tpz": particles["pz"].to_numpy()[row], "weight": np.zeros(n),
+        })[list(TRUTH_COLUMNS)]
+        truth["weight"] = event_hit_weights(hits, truth, particles)
+        return Event(hits=hits, truth=truth, particles=particles, event_id=eid)
+
+
+def _check_finite(values: np.ndarray, where: str, col: str, what: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+    if len(bad):
+        i = int(bad[0])
+        raise ColliderMLFormatError(f"{where}: column '{col}' {what} {i}: non-finite value "
+                                    f"{values[i]} ({len(bad)} such {what}s)")
