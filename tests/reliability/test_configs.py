@@ -65,7 +65,7 @@ CONFIGS = {
     "target_scope": (PRE, {M + "target_scope": "x"}, ValueError,
                      ["target_scope must be 'regions' or 'full', got 'x'"]),
     "data_source": (PRE, {"data.source": "x"}, ValueError,
-                    ["unknown event source 'x'; use 'simulate' or 'trackml'"]),
+                    ["unknown event source 'x'; use 'simulate', 'trackml' or 'colliderml'"]),
     "graph_kind": (PRE, {"data.graph": {"kind": "nope", "radius": 0.1}}, ValueError,
                    ["data.graph: GraphFrame: unknown kind 'nope'; choose from ('cartesian', "]),
     "simulator_preset": (PRE, {"data.simulator.preset": "lhc"}, ValueError,
