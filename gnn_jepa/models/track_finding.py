@@ -169,13 +169,17 @@ class TrackFinding(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         logits = self(batch)
         y = self.edge_targets(batch)
-        loss = self.edge_loss(logits, y)
+        bs, n_edges = int(batch.num_graphs), int(logits.numel())
+        # val/loss is the mean over the epoch's edges (each batch weighted by its edge count):
+        # an event without an edge adds nothing to it and is counted in val/skipped_events
+        loss = self.edge_loss(logits, y) if n_edges else logits.new_zeros(())
+        self.log("val/loss", loss, prog_bar=True, batch_size=n_edges, sync_dist=True)
+        self.log("val/skipped_events", float(bs - events_with_edges(batch)), batch_size=bs,
+                 reduce_fx="sum", sync_dist=True)
         scores = torch.sigmoid(logits).float()
         m = edge_metrics(scores.cpu().numpy(), y.cpu().numpy(), self.threshold)
         m["top1"] = top1_next_hit(scores.cpu().numpy(), batch.edge_index.cpu().numpy(),
                                   y.cpu().numpy(), hit_order_key(batch.pos).cpu().numpy())
-        bs = int(batch.num_graphs)
-        self.log("val/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for k in ("auc", "efficiency", "purity", "top1"):
             if math.isfinite(m[k]):  # AUC is undefined on a batch with one class
                 self.log(f"val/edge_{k}", float(m[k]), batch_size=bs, sync_dist=True)
