@@ -214,7 +214,7 @@ def test_gpu_tracking_study_dry_run_on_cpu(tmp_path):
         assert tuned[0]["steps_done"] >= 1
     for key, arm in (("c_scratch", "scratch"), ("c_pretrained", "finetune")):
         assert summary[key]["finished"] and [r["arm"] for r in summary[key]["runs"]] == [arm, arm]
-    assert [r["head"] for r in summary["d_edge_head_10k"]["rows"]] == ["mlp", "interaction"]
+    assert [r["head"] for r in summary["d_edge_head_10k"]["rows"]] == ["mlp", "interaction", "segment_pairs"]
     log = (out / "run.log").read_text()
     assert "TIMED OUT" not in log and log.count(" rc=0") == 3 + 5  # 3 preparations, 5 jobs
 
