@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from gnn_jepa.geometry import wrap_phi
 from gnn_jepa.graph.edges import segment_labels
-from gnn_jepa.graph.presets import file_digest, resolve_artifact
+from gnn_jepa.graph.presets import file_digest, load_torch_artifact
 
 __all__ = ["EdgeFilter", "NUM_FEATURES", "fit_edge_filter", "pair_features"]
 
@@ -126,18 +126,8 @@ class EdgeFilter(nn.Module):
             FileNotFoundError: no such file.
             ValueError: not a saved EdgeFilter (unreadable, wrong format, bad weights).
         """
-        given, path = str(path), resolve_artifact(path, ".pt")
-        if not path.is_file():
-            raise FileNotFoundError(f"EdgeFilter.load: no file {str(path)!r}")
-        try:
-            blob = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-            raise ValueError(f"EdgeFilter.load: {str(path)!r} is not a readable torch file "
-                             f"({type(err).__name__}: {err})") from err
-        tag = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        if tag != FORMAT_TAG:
-            raise ValueError(f"EdgeFilter.load: {str(path)!r} is not a saved EdgeFilter "
-                             f"(format {tag!r}, expected {FORMAT_TAG!r})")
+        given = str(path)
+        blob, path = load_torch_artifact(path, FORMAT_TAG, where="EdgeFilter.load", what="EdgeFilter")
         try:
             out = cls(**blob["config"])
             out.load_state_dict(blob["state_dict"])

@@ -41,7 +41,7 @@ from torch import nn
 from gnn_jepa.geometry import check_positions, cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.radius import radius_graph
-from gnn_jepa.graph.presets import file_digest, resolve_artifact
+from gnn_jepa.graph.presets import file_digest, load_torch_artifact, resolve_artifact
 
 __all__ = ["FORMAT_TAG", "HitEmbedding", "LearnedFrame", "hit_features",
            "load_hit_embedding", "train_hit_embedding"]
@@ -177,18 +177,8 @@ def load_hit_embedding(path: str | Path) -> tuple[HitEmbedding, dict]:
         ValueError: the file is not a saved HitEmbedding (wrong format tag, missing keys,
             or weights that do not match the stored config).
     """
-    path = resolve_artifact(path, ".pt")
-    if not path.is_file():
-        raise FileNotFoundError(f"load_hit_embedding: no file {str(path)!r}")
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"load_hit_embedding: {str(path)!r} is not a readable torch file "
-                         f"({type(err).__name__}: {err})") from err
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT_TAG:
-        tag = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ValueError(f"load_hit_embedding: {str(path)!r} is not a saved HitEmbedding "
-                         f"(format {tag!r}, expected {FORMAT_TAG!r})")
+    blob, path = load_torch_artifact(path, FORMAT_TAG, where="load_hit_embedding",
+                                     what="HitEmbedding")
     for key in ("config", "state_dict"):
         if not isinstance(blob.get(key), dict):
             raise ValueError(f"load_hit_embedding: {str(path)!r} lacks its {key!r} dict")

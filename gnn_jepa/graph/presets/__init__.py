@@ -28,7 +28,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["PRESET_DIR", "file_digest", "preset_names", "resolve_artifact"]
+import torch
+
+__all__ = ["PRESET_DIR", "file_digest", "load_torch_artifact", "preset_names", "resolve_artifact"]
 
 PRESET_DIR = Path(__file__).resolve().parent
 
@@ -55,3 +57,31 @@ def resolve_artifact(name_or_path: str | Path, suffix: str) -> Path:
 def file_digest(path: str | Path) -> str:
     """First 12 hex digits of the file's SHA-256: cache keys change when the file does."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def load_torch_artifact(name_or_path: str | Path, format_tag: str, *, where: str,
+                        what: str) -> tuple[dict, Path]:
+    """Read a saved graph artifact (``.pt``, a shipped name or a path) whose dict carries
+    ``"format": format_tag``; returns ``(the dict, the resolved path)``.
+
+    Args:
+        where: how messages name the caller (``"EdgeFilter.load"``).
+        what: what the file should be (``"EdgeFilter"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable torch file, or not one with that format tag.
+    """
+    path = resolve_artifact(name_or_path, ".pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no file {str(path)!r}")
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"{where}: {str(path)!r} is not a readable torch file "
+                         f"({type(err).__name__}: {err})") from err
+    tag = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+    if tag != format_tag:
+        raise ValueError(f"{where}: {str(path)!r} is not a saved {what} "
+                         f"(format {tag!r}, expected {format_tag!r})")
+    return blob, path
