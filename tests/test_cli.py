@@ -77,6 +77,8 @@ def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config, capsys):
     m = summary["metrics"]
     assert 0.0 <= m["trackml_score"] <= 1.0 and m["num_events"] == 2
     assert 0.0 <= m["ceiling_trackml_score"] <= 1.0  # the graph's ceiling on the same events
+    for k in ("trackml_eff", "fake_rate", "dup_rate", "physics_eff_pt1"):  # the ColliderML task's
+        assert 0.0 <= m[f"colliderml_{k}"] <= 1.0, k
     assert (tmp_path / "out" / "efficiency.png").stat().st_size > 0
     main(["predict", "--config", str(ROOT / config), "--model.pretrained", ck, *enc, "--ckpt_path", ft,
           "--model.output_dir", str(tmp_path / "out"), *tiny_trainer(tmp_path / "ft"), *TINY_DATA])
@@ -86,6 +88,16 @@ def test_finetune_configs_run_and_test_writes_metrics(tmp_path, config, capsys):
     sub = pd.read_csv(subs[0])
     assert list(sub.columns) == ["hit_id", "track_id"]
     assert sub["hit_id"].is_unique and (sub["track_id"] >= 0).all()
+    # the ColliderML task's submission holds the same tracks: hit_id - 1, one table
+    pq = pytest.importorskip("pyarrow.parquet")
+    task = pq.read_table(tmp_path / "out" / "colliderml_predictions.parquet").to_pandas()
+    assert list(task.columns) == ["event_id", "hit_id", "track_id"]
+    for path in subs:
+        rows = task[task.event_id == int(path.name[5:14])]
+        csv_rows = pd.read_csv(path)
+        assert rows.hit_id.tolist() == (csv_rows.hit_id - 1).tolist()
+        assert rows.track_id.tolist() == csv_rows.track_id.tolist()
+    assert len(task) == sum(len(pd.read_csv(p)) for p in subs)
 
 
 def test_wandb_logger_config_runs_offline(tmp_path, monkeypatch):

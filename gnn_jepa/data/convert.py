@@ -17,6 +17,11 @@ attribute          shape        meaning
 ``layer_id``       [N] i64      TrackML layer id
 ``hit_order``      [N] i64      index along the particle from its vertex (0 = first), -1 noise
 ``event_id``       [1] i64      event number
+``primary_pt1``    [N] bool     the hit's particle is primary (its ``primary`` column; every
+                                particle when there is none) with pT > 1 GeV
+``num_primary_pt1`` [1] i64     the event's primary particles with pT > 1 GeV, with or
+                                without hits (the denominator of ColliderML's
+                                ``physics_eff_pt1``, :mod:`gnn_jepa.tracking.colliderml_metrics`)
 =================  ==========  =====================================================
 
 ``weight`` is the truth table's ``weight`` column as it is. An event whose column is
@@ -90,6 +95,12 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
     pt[noise] = 0.0
     peta[noise] = 0.0
     weight = _weights(event, truth)
+    # ColliderML's physics efficiency: primary particles (all without the column), pT > 1
+    p_pt = np.hypot(particles["px"].to_numpy(np.float64), particles["py"].to_numpy(np.float64))
+    p_primary = (particles["primary"].to_numpy(bool) if "primary" in particles.columns
+                 else np.ones(len(particles), bool))
+    p_sel = p_primary & (p_pt > 1.0)
+    primary_pt1 = np.isin(pid, particles["particle_id"].to_numpy(np.int64)[p_sel]) & ~noise
 
     return Data(
         pos=torch.from_numpy(np.stack([x, y, z], 1)).float(),
@@ -103,6 +114,8 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
         layer_id=torch.tensor(hits["layer_id"].to_numpy(np.int64)),
         hit_order=torch.from_numpy(hit_order(pid, dist)),
         event_id=torch.tensor([int(event.event_id)]),
+        primary_pt1=torch.from_numpy(primary_pt1),
+        num_primary_pt1=torch.tensor([int(p_sel.sum())]),
         num_nodes=len(hits),
     )
 

@@ -5,9 +5,10 @@ An event is identified by its *global index* ``g``. Simulated events draw from t
 index ranges give disjoint event sets (pretraining, fine-tuning, validation, test).
 
 **The cache.** Each processed event is one file ``<cache_dir>/<recipe hash>/event_<index>.pt``
-holding a *record* (:data:`CACHE_FORMAT` 2)::
+holding a *record* (:data:`CACHE_FORMAT` 3; 3 added the ``primary_pt1`` and
+``num_primary_pt1`` attributes of :mod:`gnn_jepa.data.convert`)::
 
-    {"format": 2, "payload": <bytes of torch.save(data)>, "checksum": <SHA-256 hex of payload>,
+    {"format": 3, "payload": <bytes of torch.save(data)>, "checksum": <SHA-256 hex of payload>,
      "source": <fingerprint of the event's source files, None for simulated events>}
 
 written atomically (temp file + rename). The recipe hash covers how events are made
@@ -46,7 +47,7 @@ from gnn_jepa.data.trackml import (MAX_COORDINATE_MM, TrackMLFormatError, event_
 
 #: Version of the cache record (see the module doc); part of every recipe hash, so files of
 #: another version live in another folder.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 #: Pickle protocol of a cache record: from 3 on, ``bytes`` are stored as they are (protocol 2,
 #: ``torch.save``'s default, stores them as latin-1 text: 1.5x the size, slower to load).
 RECORD_PICKLE_PROTOCOL = 4

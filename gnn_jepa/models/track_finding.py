@@ -25,6 +25,7 @@ from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.tracking.building import (TrackBuildingConfig, build_tracks, hit_order_key,
                                         to_submission_ids)
+from gnn_jepa.tracking.colliderml_metrics import summarize_colliderml, write_predictions
 from gnn_jepa.tracking.metrics import (edge_metrics, summarize_events, top1_next_hit, trackml_score,
                                        trackml_score_defined)
 
@@ -66,11 +67,16 @@ class TrackFinding(pl.LightningModule):
             ``tune_threshold``, the cut with the best mean TrackML score on the validation
             events is kept in the buffer ``tuned_threshold`` and travels with the checkpoint.
         pt_min: reconstructable-particle pT cut of the metrics (GeV).
-        output_dir: where ``predict`` writes submission CSVs and ``gnn-jepa test`` its report
+        output_dir: where ``predict`` writes its submissions and ``gnn-jepa test`` its report
             (default: the logger's folder).
 
-    After ``test``, :attr:`test_summary` holds the metrics
-    (:func:`~gnn_jepa.tracking.metrics.summarize_events`).
+    ``predict`` writes a TrackML submission CSV per event (``submission/``) and, for all
+    events together, the ColliderML tracking task's submission
+    ``colliderml_predictions.parquet`` (rows ``event_id, hit_id, track_id``, ``hit_id`` the
+    hit's row index in its event, i.e. our ``hit_id - 1``; CSV without pyarrow) with the same
+    tracks. After ``test``, :attr:`test_summary` holds the metrics
+    (:func:`~gnn_jepa.tracking.metrics.summarize_events`), the ColliderML task's among them
+    (``colliderml_*``, :func:`~gnn_jepa.tracking.colliderml_metrics.summarize_colliderml`).
     """
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), pretrained: Optional[str] = None,
@@ -108,6 +114,7 @@ class TrackFinding(pl.LightningModule):
         self.register_buffer("tuned_threshold", torch.tensor(float("nan")))
         self._test_events: list[dict] = []
         self._val_events: list[dict] = []
+        self._predictions: list[tuple] = []  # (event_id, hit row, track id): ColliderML
         self._ceiling_reported = False
         self.test_summary: Optional[dict] = None
 
@@ -287,7 +294,11 @@ class TrackFinding(pl.LightningModule):
                 "track_id": tid, "ceiling_track_id": truth_id[ptr[k]:ptr[k + 1]],
                 "particle_id": data.particle_id.cpu().numpy(),
                 "pt": data.pt.cpu().numpy(), "eta": data.particle_eta.cpu().numpy(),
-                "weight": data.weight.cpu().numpy(), "event_id": int(data.event_id)})
+                "weight": data.weight.cpu().numpy(), "event_id": int(data.event_id),
+                "primary_pt1": (data.primary_pt1.cpu().numpy()
+                                if "primary_pt1" in data else None),
+                "num_primary_pt1": (int(data.num_primary_pt1)
+                                    if "num_primary_pt1" in data else None)})
 
     def on_test_epoch_end(self) -> None:
         events = [e for e in self._test_events if "track_id" in e]
@@ -302,6 +313,9 @@ class TrackFinding(pl.LightningModule):
             summary["metrics"][f"ceiling_{k}"] = ceiling["metrics"][k]
             if f"metrics.{k}" in ceiling["undefined"]:
                 summary["undefined"][f"metrics.ceiling_{k}"] = ceiling["undefined"][f"metrics.{k}"]
+        colliderml, undefined = summarize_colliderml(events)
+        summary["metrics"].update(colliderml)
+        summary["undefined"].update(undefined)
         for k, v in summary["metrics"].items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.log(f"test/{k}", float(v), sync_dist=True)
@@ -328,7 +342,16 @@ class TrackFinding(pl.LightningModule):
                        header="hit_id,track_id", comments="")
             tmp.replace(path)
             written.append(str(path))
+            self._predictions.append((int(data.event_id), data.hit_id.cpu().numpy() - 1, tid))
         return written
+
+    def on_predict_epoch_start(self) -> None:
+        self._predictions = []
+
+    def on_predict_epoch_end(self) -> None:
+        path = write_predictions(self._predictions, self.output_folder())
+        rank_zero_info(f"ColliderML task submission ({len(self._predictions)} events): {path}")
+        self._predictions = []
 
     def configure_optimizers(self):
         o = self.optim
