@@ -187,33 +187,63 @@ def _scatter_sum(src: Tensor, index: Tensor, size: int) -> Tensor:
     return src.new_zeros(size, src.shape[1]).index_add_(0, index, src)
 
 
+class _ScatterMax(torch.autograd.Function):
+    """Column-wise group maximum with the gradient of ``scatter_reduce(..., "amax")``: each
+    group's gradient goes to its maximal entries, shared evenly by ties. Saves only a boolean
+    mask of the winners (and the tie counts when there are ties)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, size: int, groups: int) -> Tensor:
+        best = src.new_full((size, src.shape[1]), -math.inf).scatter_reduce_(
+            0, index.unsqueeze(1).expand_as(src), src, "amax")
+        win = src == best.index_select(0, index)
+        ties = None
+        if int(torch.count_nonzero(win)) != groups * src.shape[1]:  # a tie: more winners
+            ties = src.new_zeros(size, src.shape[1]).index_add_(0, index, win.to(src.dtype))
+        ctx.save_for_backward(index, win, ties)
+        return best.masked_fill_(torch.isneginf(best), 0.0)  # an empty group gives 0
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        index, win, ties = ctx.saved_tensors
+        out = grad.index_select(0, index).mul_(win)
+        if ties is not None:
+            out.div_(ties.index_select(0, index))
+        return out, None, None, None
+
+
 def _scatter_max(src: Tensor, index: Tensor, size: int, groups: int) -> Tensor:
     """Column-wise maximum of the rows of ``src`` per group ``index`` ([size, F]; 0 for an
     empty group), with the gradient of ``torch.scatter_reduce(..., "amax")`` (shared evenly by
-    tied maxima) at a fraction of its cost: the maxima are found without autograd, then the
-    winning entries are summed with it. ``groups``: the number of non-empty groups."""
-    with torch.no_grad():
-        best = src.new_full((size, src.shape[1]), -math.inf).scatter_reduce_(
-            0, index.unsqueeze(1).expand_as(src), src, "amax")
-        win = (src == best.index_select(0, index)).to(src.dtype)
-        if float(win.sum()) != groups * src.shape[1]:  # a tie: more winners than maxima
-            ties = src.new_zeros(size, src.shape[1]).index_add_(0, index, win)
-            win = win / ties.index_select(0, index)
-    return src.new_zeros(size, src.shape[1]).index_add_(0, index, src * win)
+    tied maxima) at a fraction of its cost and memory (:class:`_ScatterMax`). ``groups``: the
+    number of non-empty groups (one host sync per call checks for ties)."""
+    return _ScatterMax.apply(src, index, size, groups)
 
 
 def _mlp_of_sum(net: nn.Sequential, parts: list[tuple[Tensor, Tensor | None]]) -> Tensor:
     """``net(cat([x[idx] for x, idx in parts], 1))`` for an :func:`mlp` ``net``, computed
     without building the concatenation: its first Linear is split by input block and each
-    block is applied to ``x`` before the gather by ``idx`` (``None``: rows as they are)."""
+    block is applied to ``x`` before the gather by ``idx`` (``None``: rows as they are). The
+    sum is accumulated in place (one output-sized buffer; the bias added on the first
+    gathered block's rows), since memory traffic, not arithmetic, bounds these sizes."""
     first, act, last = net
     blocks = first.weight.split([x.shape[1] for x, _ in parts], dim=1)
     out = None
-    for (x, idx), w in zip(parts, blocks):
-        y = x @ w.t()
-        y = y if idx is None else y.index_select(0, idx)
-        out = y if out is None else out + y
-    return last(act(out + first.bias))
+    bias_added = False
+    for (x, idx), w in sorted(zip(parts, blocks), key=lambda pw: pw[0][1] is None):
+        if idx is not None:
+            y = x @ w.t()
+            if not bias_added:
+                y = y + first.bias
+                bias_added = True
+            y = y.index_select(0, idx)
+            out = y if out is None else out.add_(y)
+        elif out is None:
+            out = torch.addmm(first.bias, x, w.t())
+            bias_added = True
+        else:
+            out = out.addmm_(x, w.t())
+    return last(act(out))
 
 
 class SegmentPairEdgeHead(MessagePassingHead):
