@@ -228,8 +228,8 @@ COMMANDS: dict[str, tuple[str, Optional[Callable[[Sequence[str]], None]]]] = {
     "predict": ("write reconstructed tracks as TrackML submission CSVs", None),
     "simulate": ("write simulated events as TrackML CSV files or ColliderML Parquet shards",
                  simulate_main),
-    "fit-graph": ("fit the learned graph (hit embedding + layer-pair filter) on your TrackML "
-                  "events", fit_graph_main),
+    "fit-graph": ("fit the learned graph (hit embedding + layer-pair filter) on your labelled "
+                  "TrackML or ColliderML events", fit_graph_main),
 }
 
 
