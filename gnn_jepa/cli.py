@@ -151,8 +151,10 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def simulate_main(argv: Sequence[str]) -> None:
-    """Write simulated events as TrackML CSV files (event i of seed s is the event that
-    ``data: {source: simulate, seed: s}`` and ``Simulator.simulate_many(seed=s)`` give)."""
+    """Write simulated events as TrackML CSV files, or as ColliderML Parquet shards with
+    ``--format colliderml`` (event i of seed s is the event that ``data: {source: simulate,
+    seed: s}`` and ``Simulator.simulate_many(seed=s)`` give; as ColliderML, without its noise
+    hits, which that format cannot hold)."""
     p = argparse.ArgumentParser(prog="gnn-jepa simulate", description=simulate_main.__doc__)
     p.add_argument("--preset", default="trackml", choices=sorted(PRESETS))
     p.add_argument("--num-events", type=_at_least(1), default=10)
@@ -162,19 +164,46 @@ def simulate_main(argv: Sequence[str]) -> None:
     p.add_argument("--first-event", type=_at_least(0), default=1000,
                    help="event number of the first file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--gzip", action="store_true", help="write .csv.gz")
+    p.add_argument("--gzip", action="store_true", help="write .csv.gz (trackml format)")
+    p.add_argument("--format", choices=("trackml", "colliderml"), default="trackml",
+                   help="trackml (default): OUT/event<id>-hits/-truth/-particles.csv; "
+                        "colliderml: Parquet shards OUT/data/PROCESS_tracker_hits/"
+                        "train-00000.parquet and OUT/data/PROCESS_particles/..., one row group "
+                        "per event, for --data.source colliderml and fit-graph (needs pyarrow; "
+                        "the noise hits are dropped: ColliderML has none)")
+    p.add_argument("--process", default="sim_pu0",
+                   help="colliderml format: the configuration name in the folder names "
+                        "(default sim_pu0)")
+    p.add_argument("--events-per-shard", type=_at_least(1), default=1000,
+                   help="colliderml format: events per shard file (default 1000)")
     args = p.parse_args(list(argv))
+    colliderml = args.format == "colliderml"
+    if colliderml and args.gzip:
+        p.error("--gzip applies to --format trackml only")
     overrides = {} if args.num_particles is None else {"num_particles": args.num_particles}
     sim = Simulator.from_preset(args.preset, **overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         p.error(f"--out '{out}' exists and is not a folder")
+    events = (sim.simulate(seed=event_seed(args.seed, i), event_id=args.first_event + i)
+              for i in range(args.num_events))
+    if colliderml:
+        from gnn_jepa.data.colliderml import write_colliderml
+        try:
+            summary = write_colliderml(events, out, args.process,
+                                       events_per_shard=args.events_per_shard,
+                                       row_group_size=1, noise="drop")
+        except (FileExistsError, ImportError, ValueError) as err:
+            p.error(str(err))
+        print(f"wrote {summary.events} events ({summary.hits} hits; "
+              f"{summary.noise_hits_dropped} noise hits left out, ColliderML has none) as "
+              f"{len(summary.files) // 2} ColliderML shard(s) to {out / 'data'}/"
+              f"{args.process}_tracker_hits and _particles")
+        return
     out.mkdir(parents=True, exist_ok=True)
     total = 0
-    for i in range(args.num_events):
-        eid = args.first_event + i
-        ev = sim.simulate(seed=event_seed(args.seed, i), event_id=eid)
-        write_event(ev, out / f"event{eid:09d}", compress=args.gzip)
+    for ev in events:
+        write_event(ev, out / f"event{ev.event_id:09d}", compress=args.gzip)
         total += ev.num_hits
     print(f"wrote {args.num_events} events ({total} hits) to {out}")
 
@@ -197,9 +226,10 @@ COMMANDS: dict[str, tuple[str, Optional[Callable[[Sequence[str]], None]]]] = {
     "validate": ("run the validation loop on a checkpoint", None),
     "test": ("score track finding on the test events: metrics table, metrics.json, plots", None),
     "predict": ("write reconstructed tracks as TrackML submission CSVs", None),
-    "simulate": ("write simulated events as TrackML CSV files", simulate_main),
-    "fit-graph": ("fit the learned graph (hit embedding + layer-pair filter) on your TrackML "
-                  "events", fit_graph_main),
+    "simulate": ("write simulated events as TrackML CSV files or ColliderML Parquet shards",
+                 simulate_main),
+    "fit-graph": ("fit the learned graph (hit embedding + layer-pair filter) on your labelled "
+                  "TrackML or ColliderML events", fit_graph_main),
 }
 
 

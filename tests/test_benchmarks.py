@@ -335,3 +335,24 @@ def test_dataset_memory_benchmark_runs_its_children_as_modules(tmp_path):
     assert [(r["mode"], r["size"], r["events_seen"]) for r in doc["runs"]] == [
         ("lazy", 2, 2), ("lazy", 4, 4), ("in_memory", 2, 2), ("in_memory", 4, 4)]
     assert set(doc["rss_growth_mib"]) == {"lazy", "in_memory"}
+
+
+def test_colliderml_read_benchmark_runs_its_children_as_modules(tmp_path):
+    pytest.importorskip("pyarrow")
+    proc = _module("colliderml_read", "--particles", "30", "--events", "3", "--reads", "1,3",
+                   "--folder", str(tmp_path / "cml"), "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc == json.loads((tmp_path / "r.json").read_text())
+    assert doc["benchmark"] == "colliderml_read" and doc["shard"]["events"] == 3
+    assert doc["shard"]["row_groups"] == 3 and not doc["shard"]["reused"]
+    assert [r["events_read"] for r in doc["runs"]] == [1, 3]
+    assert all(r["torch_threads"] == 1 and r["arrow_threads"] == 1 for r in doc["runs"])
+    assert [len(r["events"]) for r in doc["runs"]] == [1, 3]
+    t = doc["timing"]
+    assert t["events"] == 3 and t["mean_hits"] > 0
+    assert 0 < t["total_s"]["min"] <= t["total_s"]["median"]
+    assert set(doc["max_rss_while_reading_mib"]) == {"1", "3"}
+    again = _module("colliderml_read", "--particles", "30", "--events", "3", "--reads", "2",
+                    "--folder", str(tmp_path / "cml"))
+    assert again.returncode == 0 and json.loads(again.stdout)["shard"]["reused"]

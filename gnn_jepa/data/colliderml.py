@@ -48,13 +48,37 @@ different lengths in one event, an event without hits, a non-finite value, a hit
 or beyond ``max_coordinate``, a hit whose particle is not among its event's particles, a
 duplicate particle id, a non-integer charge.
 
+**Writing** (:func:`write_colliderml`, the inverse of the reader; ``gnn-jepa simulate
+--format colliderml``): our events become shards
+``{root}/data/{process}_tracker_hits/train-00000.parquet`` and
+``{root}/data/{process}_particles/train-00000.parquet`` (then ``train-00001`` ...), with the
+columns and Arrow types of :data:`HITS_SCHEMA` and :data:`PARTICLES_SCHEMA`. The mapping is
+the reader's, backwards: the hits keep their order (the reader then numbers them 1..N again,
+so an event with ``hit_id`` 1..N in row order, as the simulator and TrackML give, comes back
+with its own hit ids); ColliderML ``particle_id`` = our ``particle_id`` - 1;
+``surface_id`` = ``module_id``; ``true_x, true_y, true_z`` = ``tx, ty, tz``; ``charge`` =
+``q``; floats are stored as float32 (the reader gives them back as those float32 values).
+What is lost: noise hits (``particle_id`` 0: ColliderML has no noise, every hit belongs to a
+particle, so they are an error by default, or dropped and counted with ``noise="drop"``),
+``hit_id`` values other than 1..N, the per-hit momentum ``tpx, tpy, tpz`` (the reader gives
+the particle's vertex momentum), the truth ``weight`` (the reader recomputes it), ``nhits``
+(recounted) and ``cells``. Columns our tables lack get fixed fills: hits ``time`` NaN
+(unknown), ``detector`` 0; particles ``pdg_id`` 0 (no such particle: unknown), ``mass`` and
+``energy`` NaN (unknown), ``time`` 0 (produced at the collision), ``perigee_d0`` and
+``perigee_z0`` NaN (not computed), ``primary`` true, ``vertex_primary`` 1, ``parent_id`` -1
+(no parent) (:data:`HIT_FILLS`, :data:`PARTICLE_FILLS`). A particles table that has one of
+those particle columns (an event read from ColliderML has ``pdg_id``, ``primary``,
+``vertex_primary``, ``parent_id``, ``perigee_d0``, ``perigee_z0``) gives it its own values.
+
 pyarrow is an optional dependency (``pip install "gnn_jepa[colliderml]"``); this module
-imports without it, and using the reader without it raises an ImportError saying so.
+imports without it, and using the reader or the writer without it raises an ImportError
+saying so.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -379,3 +403,296 @@ def _check_finite(values: np.ndarray, where: str, col: str, what: str) -> None:
         i = int(bad[0])
         raise ColliderMLFormatError(f"{where}: column '{col}' {what} {i}: non-finite value "
                                     f"{values[i]} ({len(bad)} such {what}s)")
+
+
+# ---------------------------------------------------------------------------------- writing
+def _list(t):
+    return pa.list_(t)
+
+
+#: The ColliderML columns :func:`write_colliderml` writes, in order, with their Arrow types.
+HITS_SCHEMA = None if pa is None else pa.schema(
+    [("event_id", pa.uint32())]
+    + [(c, _list(pa.float32())) for c in ("x", "y", "z", "true_x", "true_y", "true_z", "time")]
+    + [("particle_id", _list(pa.uint64())), ("volume_id", _list(pa.uint8())),
+       ("layer_id", _list(pa.uint16())), ("surface_id", _list(pa.uint32())),
+       ("detector", _list(pa.uint8()))])
+PARTICLES_SCHEMA = None if pa is None else pa.schema(
+    [("event_id", pa.uint32()), ("particle_id", _list(pa.uint64())),
+     ("pdg_id", _list(pa.int32()))]
+    + [(c, _list(pa.float32())) for c in ("mass", "energy", "charge", "vx", "vy", "vz", "time",
+                                          "px", "py", "pz", "perigee_d0", "perigee_z0")]
+    + [("primary", _list(pa.bool_())), ("vertex_primary", _list(pa.uint16())),
+       ("parent_id", _list(pa.int64()))])
+#: Fill values of the columns our tables do not have (see the module doc).
+HIT_FILLS = {"time": np.nan, "detector": 0}
+PARTICLE_FILLS = {"pdg_id": 0, "mass": np.nan, "energy": np.nan, "time": 0.0,
+                  "perigee_d0": np.nan, "perigee_z0": np.nan, "primary": True,
+                  "vertex_primary": 1, "parent_id": -1}
+NOISE_MODES = ("error", "drop")
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    """What :func:`write_colliderml` wrote.
+
+    Attributes:
+        files: the shard files, hits and particles of each shard in turn.
+        events: events written.
+        hits: hits written (noise hits dropped excluded).
+        particles: particles written.
+        noise_hits_dropped: noise hits left out (``noise="drop"``).
+    """
+
+    files: tuple[Path, ...]
+    events: int
+    hits: int
+    particles: int
+    noise_hits_dropped: int
+
+
+def _np_type(t: "pa.DataType") -> np.dtype:
+    return np.dtype(t.value_type.to_pandas_dtype())
+
+
+def _fit_integers(values: np.ndarray, t: "pa.DataType", where: str, col: str) -> np.ndarray:
+    """``values`` (integers) as the numpy type of list type ``t``; ValueError if one does not
+    fit (named, with its row)."""
+    dtype = _np_type(t)
+    v = np.asarray(values)
+    if v.dtype.kind == "f":
+        bad = ~np.isfinite(v) | (v != np.rint(v))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{where}: column '{col}' row {i}: {v[i]} is not an integer")
+    elif v.dtype.kind == "b":
+        return v.astype(dtype)
+    elif v.dtype.kind not in "iu":
+        raise ValueError(f"{where}: column '{col}' has dtype {v.dtype}, expected integers")
+    info = np.iinfo(dtype)
+    bad = (v < info.min) | (v > info.max)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{where}: column '{col}' row {i}: {v[i]} does not fit ColliderML's "
+                         f"{t.value_type} ({info.min} .. {info.max})")
+    return v.astype(dtype)
+
+
+def _event_columns(event: Event, noise: str) -> tuple[dict, dict, int]:
+    """One event's hits and particles list values ``{column: numpy array}`` (ColliderML
+    columns and types) and its count of dropped noise hits. ValueError names the event."""
+    eid = int(event.event_id)
+    where = f"event {eid}"
+    if not 0 <= eid <= np.iinfo(np.uint32).max:
+        raise ValueError(f"{where}: event_id {eid} does not fit ColliderML's uint32 event_id")
+    hits, truth, particles = event.hits, event.truth, event.particles
+    if len(truth) == 0 and len(hits):
+        raise ValueError(f"{where}: no truth table: ColliderML shards store every hit's "
+                         "particle, so an event without truth cannot be written")
+    if len(truth) != len(hits):
+        raise ValueError(f"{where}: {len(truth)} truth rows for {len(hits)} hits")
+    hit_ids, truth_ids = hits["hit_id"].to_numpy(), truth["hit_id"].to_numpy()
+    if not np.array_equal(hit_ids, truth_ids):
+        i = int(np.flatnonzero(hit_ids != truth_ids)[0])
+        raise ValueError(f"{where}: truth row {i} has hit_id {truth_ids[i]} but hits row {i} "
+                         f"has {hit_ids[i]}: the truth must list the hits in their order")
+    pid = truth["particle_id"].to_numpy()
+    noise_rows = pid == 0
+    n_noise = int(noise_rows.sum())
+    keep = slice(None)
+    if n_noise:
+        if noise == "error":
+            raise ValueError(
+                f"{where}: {n_noise} noise hit(s) (particle_id 0, first at hit_id "
+                f"{hit_ids[np.flatnonzero(noise_rows)[0]]}): ColliderML has no noise hits, "
+                "every hit belongs to a particle; drop them with noise='drop' (gnn-jepa "
+                "simulate --format colliderml does) or simulate with noise_fraction=0")
+        keep = ~noise_rows
+    if n_noise == len(pid):
+        raise ValueError(f"{where}: no hits to write ({len(pid)} hit(s), all noise)")
+    pid = pid[keep]
+
+    p_ids = particles["particle_id"].to_numpy()
+    _fit_integers(p_ids, pa.list_(pa.int64()), f"{where} particles", "particle_id")
+    p_ids = p_ids.astype(np.int64)
+    if (p_ids < 1).any():
+        i = int(np.flatnonzero(p_ids < 1)[0])
+        raise ValueError(f"{where} particles: row {i} has particle_id {p_ids[i]}: particle ids "
+                         "start at 1 (0 is noise)")
+    uniq, counts = np.unique(p_ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{where} particles: duplicate particle_id {uniq[counts > 1][0]}")
+    known = np.isin(pid, p_ids)
+    if not known.all():
+        raise ValueError(f"{where}: a hit's particle_id {pid[~known][0]} is absent from its "
+                         "particles table")
+
+    h: dict[str, np.ndarray] = {}
+    f32 = np.float32
+    for src, dst in (("x", "x"), ("y", "y"), ("z", "z")):
+        h[dst] = hits[src].to_numpy(np.float64)[keep].astype(f32)
+    for src, dst in (("tx", "true_x"), ("ty", "true_y"), ("tz", "true_z")):
+        h[dst] = truth[src].to_numpy(np.float64)[keep].astype(f32)
+    n = len(h["x"])
+    h["time"] = np.full(n, HIT_FILLS["time"], f32)
+    h["particle_id"] = (pid.astype(np.int64) - 1).astype(np.uint64)
+    for src, dst in (("volume_id", "volume_id"), ("layer_id", "layer_id"),
+                     ("module_id", "surface_id")):
+        h[dst] = _fit_integers(hits[src].to_numpy()[keep], HITS_SCHEMA.field(dst).type,
+                               f"{where} hits", src)
+    h["detector"] = np.full(n, HIT_FILLS["detector"], np.uint8)
+
+    m = len(particles)
+    p: dict[str, np.ndarray] = {"particle_id": (p_ids - 1).astype(np.uint64)}
+    for col in ("vx", "vy", "vz", "px", "py", "pz"):
+        p[col] = particles[col].to_numpy(np.float64).astype(f32)
+    p["charge"] = _fit_integers(particles["q"].to_numpy(), pa.list_(pa.int64()),
+                                f"{where} particles", "q").astype(f32)
+    for col, fill in PARTICLE_FILLS.items():
+        t = PARTICLES_SCHEMA.field(col).type
+        if col in particles.columns:
+            values = particles[col].to_numpy()
+            if pa.types.is_floating(t.value_type):
+                p[col] = values.astype(np.float64).astype(f32)
+            else:
+                p[col] = _fit_integers(values, t, f"{where} particles", col)
+        else:
+            p[col] = np.full(m, fill, _np_type(t))
+    for name, arrays in (("hits", h), ("particles", p)):
+        schema = HITS_SCHEMA if name == "hits" else PARTICLES_SCHEMA
+        for col in schema.names[1:]:
+            arrays[col] = arrays[col].astype(_np_type(schema.field(col).type), copy=False)
+    return h, p, n_noise
+
+
+def _row_group(schema: "pa.Schema", event_ids: list[int], rows: list[dict]) -> "pa.Table":
+    """A table of ``rows`` (one dict of list values per event) with ``schema``."""
+    lengths = np.array([len(r[schema.names[1]]) for r in rows], dtype=np.int64)
+    if lengths.sum() > np.iinfo(np.int32).max:
+        raise ValueError(f"events {event_ids[0]} .. {event_ids[-1]}: {lengths.sum()} values in "
+                         "one row group exceed a list column's int32 offsets; write fewer "
+                         "events per row group")
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    columns = [pa.array(np.asarray(event_ids, dtype=np.uint32), pa.uint32())]
+    for col in schema.names[1:]:
+        t = schema.field(col).type
+        values = pa.array(np.concatenate([r[col] for r in rows]), t.value_type)
+        columns.append(pa.ListArray.from_arrays(offsets, values, type=t))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_colliderml(events: Iterable[Event], root: str | Path, process: str = "sim_pu0", *,
+                     events_per_shard: int = 1000, row_group_size: int = 1,
+                     noise: str = "error") -> WriteSummary:
+    """Write events as ColliderML Parquet shards, the inverse of :class:`ColliderMLReader`.
+
+    Shard ``k`` (``events_per_shard`` events each, the last one fewer) is
+    ``{root}/data/{process}_tracker_hits/train-{k:05d}.parquet`` plus the same name under
+    ``{process}_particles``; its row groups hold ``row_group_size`` events each (the reader
+    decodes a whole row group to read one of its events, so 1, the default, reads one event
+    at a time with the least memory). Column mapping, fill values and what is lost: see the
+    module doc. The events are consumed one at a time (a generator works), and a row group
+    is written as soon as it is full, so memory holds at most one row group of events.
+
+    Args:
+        events: our events (e.g. :meth:`Simulator.simulate_many`), each with its truth.
+        root: the dataset folder (created); the shards go under ``root/data``.
+        process: the ColliderML configuration name, e.g. ``"sim_pu0"`` or ``"ttbar_pu200"``
+            (a plain folder-name prefix: no ``/``).
+        events_per_shard: events per shard file (>= 1).
+        row_group_size: events per Parquet row group (>= 1).
+        noise: ``"error"`` (default): an event with noise hits (``particle_id`` 0), which
+            ColliderML cannot store, raises a ValueError naming it; ``"drop"``: leave the
+            noise hits out and count them in the summary.
+
+    Returns:
+        A :class:`WriteSummary` (files, events, hits, particles, noise hits dropped).
+
+    Raises:
+        ImportError: pyarrow is not installed.
+        ValueError: a bad argument, no events, two events with one id, or an event that
+            cannot be written (no truth, noise hits with ``noise="error"``, a truth particle
+            absent from its particles, a particle id below 1, an id or a number that does
+            not fit its ColliderML type), naming the event.
+        FileExistsError: the process's folders already hold ``*.parquet`` shards (the reader
+            would mix the old events with the new ones); nothing is written then.
+
+    On an error the shards this call wrote are removed again.
+    """
+    require_pyarrow()
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+    for name, value in (("events_per_shard", events_per_shard),
+                        ("row_group_size", row_group_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not process or "/" in process or "\\" in process or process in (".", ".."):
+        raise ValueError(f"process must be a folder-name prefix such as 'sim_pu0', got "
+                         f"{process!r}")
+    data = Path(root) / "data"
+    folders = {"hits": data / f"{process}{HITS_SUFFIX}",
+               "particles": data / f"{process}{PARTICLES_SUFFIX}"}
+    for folder in folders.values():
+        old = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        if old:
+            raise FileExistsError(f"{folder} already holds {len(old)} shard(s) ({old[0].name} "
+                                  "...): write into another root or process, or remove them")
+    schemas = {"hits": HITS_SCHEMA, "particles": PARTICLES_SCHEMA}
+    files: list[Path] = []
+    writers: dict[str, pq.ParquetWriter] = {}
+    pending: list[tuple[int, dict, dict]] = []
+    seen: set[int] = set()
+    counts = {"events": 0, "hits": 0, "particles": 0, "noise": 0}
+    in_shard = 0
+
+    def flush() -> None:
+        ids = [eid for eid, _, _ in pending]
+        for kind, k in (("hits", 1), ("particles", 2)):
+            writers[kind].write_table(_row_group(schemas[kind], ids, [r[k] for r in pending]))
+        pending.clear()
+
+    def close_shard() -> None:
+        if pending:
+            flush()
+        for w in writers.values():
+            w.close()
+        writers.clear()
+
+    try:
+        for event in events:
+            h, p, n_noise = _event_columns(event, noise)
+            eid = int(event.event_id)
+            if eid in seen:
+                raise ValueError(f"event {eid}: written twice; ColliderML events of one "
+                                 "process need distinct event ids")
+            seen.add(eid)
+            if not writers:
+                shard = f"train-{len(files) // 2:05d}.parquet"
+                for kind in ("hits", "particles"):
+                    folders[kind].mkdir(parents=True, exist_ok=True)
+                    path = folders[kind] / shard
+                    writers[kind] = pq.ParquetWriter(path, schemas[kind])
+                    files.append(path)
+                in_shard = 0
+            pending.append((eid, h, p))
+            in_shard += 1
+            counts["events"] += 1
+            counts["hits"] += len(h["x"])
+            counts["particles"] += len(p["particle_id"])
+            counts["noise"] += n_noise
+            if len(pending) == row_group_size:
+                flush()
+            if in_shard == events_per_shard:
+                close_shard()
+        close_shard()
+    except BaseException:
+        # leave nothing half-written: the folders held no shard before this call
+        for w in writers.values():
+            w.close()
+        for path in files:
+            path.unlink(missing_ok=True)
+        raise
+    if not counts["events"]:
+        raise ValueError("write_colliderml: no events to write")
+    return WriteSummary(files=tuple(files), events=counts["events"], hits=counts["hits"],
+                        particles=counts["particles"], noise_hits_dropped=counts["noise"])

@@ -1,7 +1,9 @@
-"""``gnn-jepa fit-graph``: fit the learned graph stage on a folder of TrackML-format events
-of any detector, choose its radius, and report what it keeps on held-out events.
+"""``gnn-jepa fit-graph``: fit the learned graph stage on the labelled events of any
+detector (a TrackML CSV folder or ColliderML Parquet shards), choose its radius, and report
+what it keeps on held-out events.
 
     gnn-jepa fit-graph /data/my_events --out graphs/my_detector \\
+        [--source auto|trackml|colliderml] \\
         [--fit-events 8] [--eval-events 4] [--offset 0] \\
         [--target-degree 25 | --radius R] [--radii 0.08,0.12] [--steps 800] \\
         [--compare '{"kind": "learned", "embedding": "trackml", ...}'] [--json]
@@ -11,8 +13,16 @@ the simulator's TrackML-like detector; its layer-pair filter knows that detector
 (volume, layer) ids only. This command makes the same pair of files for another detector,
 as ``studies/learned_graph`` made the shipped ones (``--pt-weight 1 --filter-pt-min 0``):
 
-1. Events are taken in sorted order: ``offset .. +fit_events`` fit, the next
-   ``eval_events`` are held out. Every one needs its truth (hits, truth and particles files).
+1. The events: a folder of TrackML events (``event<id>-hits/-truth/-particles.csv[.gz]``,
+   :func:`~gnn_jepa.data.trackml.list_events`, sorted by event id), or ColliderML shards
+   (a ``*_tracker_hits`` folder, or a folder holding such folders directly or under
+   ``data/``, with their ``*_particles`` folders; read by
+   :class:`~gnn_jepa.data.colliderml.ColliderMLReader` in sorted event-id order).
+   ``--source auto`` (the default) tells them apart by what the folder holds. Events are
+   taken in that order: ``offset .. +fit_events`` fit, the next ``eval_events`` are held
+   out. Every one needs its truth (TrackML: the hits, truth and particles files; ColliderML:
+   the particles shards, without which the truth is unknown); an event without it is an
+   error naming its file and event.
 2. A :class:`~gnn_jepa.graph.metric_learning.HitEmbedding` is trained on the true segments
    of all particles of the fit events, all pT alike (``pt_weight=1``), with hinge margin
    ``0.1 * sqrt(9500 / hits per event)`` unless ``--margin`` (the shipped embedding: 0.1 at
@@ -58,7 +68,10 @@ from typing import Sequence
 
 import torch
 
+from gnn_jepa.data.colliderml import (HITS_SUFFIX, PARTICLES_SUFFIX, ColliderMLReader,
+                                      hits_folders)
 from gnn_jepa.data.convert import event_to_data
+from gnn_jepa.data.event import Event
 from gnn_jepa.data.trackml import TrackMLFormatError, list_events, read_event
 from gnn_jepa.evaluation.graph_scan import pooled_graph_metrics
 from gnn_jepa.evaluation.report import strict_json_tree
@@ -69,7 +82,8 @@ from gnn_jepa.graph.pair_filter import LayerPairFilter, UnseenLayerWarning
 from gnn_jepa.graph.radius import pair_distance2, radius_pairs
 from gnn_jepa.graph.transform import BuildGraph
 
-__all__ = ["evaluate_graph", "load_labelled_events", "main", "radius_for_degree", "run"]
+__all__ = ["EventRef", "evaluate_graph", "list_labelled_events", "load_labelled_events", "main",
+           "radius_for_degree", "run"]
 
 #: Hits per event at which the shipped ``trackml`` embedding was trained with margin 0.1.
 REFERENCE_HITS = 9500.0
@@ -77,6 +91,7 @@ REFERENCE_HITS = 9500.0
 EMBEDDING_FILE, FILTER_FILE, EDGE_FILTER_FILE, GRAPH_FILE, REPORT_FILE = (
     "embedding.pt", "pair_filter.json", "edge_filter.pt", "graph.yaml", "fit_graph.json")
 PROG = "gnn-jepa fit-graph"
+SOURCES = ("auto", "trackml", "colliderml")
 
 
 def _log(msg: str) -> None:
@@ -126,15 +141,21 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Fit the learned graph stage (a hit embedding and a layer-pair filter) "
-                    "on a folder of TrackML-format events with truth, choose the radius for "
+                    "on labelled events (a TrackML CSV folder or ColliderML Parquet shards), "
+                    "choose the radius for "
                     "a target mean degree, and report the graph on held-out events.",
         epilog="Writes OUT/embedding.pt, OUT/pair_filter.json, OUT/edge_filter.pt (with "
                "--edge-filter-efficiency), OUT/graph.yaml (the config's graph: block, pointing "
                "at those files) and OUT/fit_graph.json (the report). "
                "Every event used needs its truth.")
     p.add_argument("data_dir", help="folder of TrackML events (event<id>-hits/-truth/"
-                                    "-particles.csv[.gz]), taken in sorted order")
+                                    "-particles.csv[.gz]) or of ColliderML shards "
+                                    "(*_tracker_hits and *_particles folders, directly or "
+                                    "under data/), taken in sorted event-id order")
     p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--source", choices=SOURCES, default="auto",
+                   help="how to read DATA_DIR (auto: ColliderML if it holds *_tracker_hits "
+                        "folders, TrackML if it holds event files)")
     g = p.add_argument_group("events")
     g.add_argument("--fit-events", type=_number(int, 1), default=8,
                    help="events that train the embedding and fit the filter (default 8)")
@@ -195,28 +216,133 @@ def _truth_file(prefix: Path) -> Path | None:
     return None
 
 
-def load_labelled_events(prefixes: Sequence[Path]) -> list:
-    """Read and convert events that must carry truth; errors name the file.
+class EventRef:
+    """One event of the folder: its ``name`` (in the report) and how to read it with truth.
 
-    Raises:
-        ValueError: an event has no truth file, or its truth has no true segment (every hit
-            noise, or no particle with two hits), or it breaks the TrackML format.
+    :meth:`read`, :attr:`where` (the file, or file and event, named when the event cannot be
+    converted) and :attr:`truth_where` (named when its truth has no true segment) are what
+    :func:`load_labelled_events` needs; the subclasses read a TrackML event or a ColliderML
+    one.
     """
-    datas = []
-    for prefix in prefixes:
+
+    name: str
+    where: str
+    truth_where: str
+
+    def read(self) -> Event:
+        """The event with its truth; ValueError naming the file and event otherwise."""
+        raise NotImplementedError
+
+
+class TrackMLEventRef(EventRef):
+    """The TrackML event at ``prefix`` (``dir/event<id>``)."""
+
+    def __init__(self, prefix: Path):
+        self.prefix = Path(prefix)
+        self.name = self.prefix.name
+        self.where = self.truth_where = str(self.prefix)
+
+    def read(self) -> Event:
+        prefix = self.prefix
         truth = _truth_file(prefix)
         if truth is None:
             raise ValueError(f"{prefix}: no truth file ({prefix.name}-truth.csv or .csv.gz): "
                              f"events without truth cannot be fitted (fit-graph learns from "
                              f"the true segments of labelled events)")
+        self.truth_where = str(truth)
         try:
-            data = event_to_data(read_event(prefix, parts=("hits", "truth", "particles")))
+            return read_event(prefix, parts=("hits", "truth", "particles"))
         except (TrackMLFormatError, ValueError) as err:
             raise ValueError(f"{prefix}: {err}") from err
+
+
+class ColliderMLEventRef(EventRef):
+    """Event ``index`` of a :class:`ColliderMLReader` (named ``<process> event <id>``)."""
+
+    def __init__(self, reader: ColliderMLReader, index: int):
+        self.reader, self.index = reader, index
+        entry = reader.entries[index]
+        process = entry.hits.file.parent.name[: -len(HITS_SUFFIX)]
+        self.name = f"{process} event {entry.event_id}"
+        self.where = self.truth_where = reader.name(index)
+
+    def read(self) -> Event:
+        entry = self.reader.entries[self.index]
+        if not entry.particles_known:
+            hits_dir = entry.hits.file.parent
+            particles = hits_dir.name[: -len(HITS_SUFFIX)] + PARTICLES_SUFFIX
+            raise ValueError(
+                f"{self.reader.name(self.index)}: no particles shards ({hits_dir.parent / particles} "
+                f"does not exist), so the truth is unknown: fit-graph learns from the true "
+                f"segments of labelled events and needs the {particles} shards next to the "
+                f"{hits_dir.name} ones")
+        try:
+            return self.reader.read(self.index)
+        except (TrackMLFormatError, ValueError) as err:  # ColliderMLFormatError included
+            raise ValueError(str(err)) from err  # it names the file and the event
+
+
+def list_labelled_events(data_dir: str | Path, source: str = "auto") -> tuple[str, list[EventRef]]:
+    """The events of ``data_dir`` in sorted event-id order, and which source read them.
+
+    Args:
+        data_dir: a TrackML CSV folder or a ColliderML folder (see the module doc).
+        source: ``"trackml"``, ``"colliderml"`` or ``"auto"``: ColliderML when the folder
+            holds ``*_tracker_hits`` folders (itself being one, or directly, or under
+            ``data/``), TrackML when it holds TrackML event files, an error when both.
+
+    Returns:
+        ``(source, events)``; ``events`` is empty when the folder holds none of that source.
+
+    Raises:
+        ValueError: ``source`` is unknown, or ``auto`` finds both kinds of events.
+        ImportError: ColliderML shards but no pyarrow.
+        ColliderMLFormatError: a shard lacks ``event_id`` or repeats an event.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    data_dir = Path(data_dir)
+    cml = hits_folders(data_dir) if source != "trackml" else []
+    csv = list_events(data_dir) if source != "colliderml" else []
+    if source == "auto":
+        if cml and csv:
+            raise ValueError(
+                f"'{data_dir}' holds both TrackML events ({len(csv)}) and ColliderML shards "
+                f"({', '.join(f.name for f in cml)}): pass --source trackml or --source "
+                "colliderml")
+        source = "colliderml" if cml else "trackml"
+    if source == "trackml":
+        return source, [TrackMLEventRef(p) for p in csv]
+    if not cml:
+        return source, []
+    reader = ColliderMLReader(data_dir)
+    return source, [ColliderMLEventRef(reader, i) for i in range(len(reader))]
+
+
+def load_labelled_events(events: Sequence[EventRef | Path]) -> list:
+    """Read and convert events that must carry truth; errors name the file (and event).
+
+    Args:
+        events: :class:`EventRef`\\ s (:func:`list_labelled_events`), or TrackML prefixes.
+
+    Raises:
+        ValueError: an event has no truth (no TrackML truth file, no ColliderML particles
+            shards), or its truth has no true segment (every hit noise, or no particle with
+            two hits), or it breaks its format.
+    """
+    datas = []
+    for ref in events:
+        if not isinstance(ref, EventRef):
+            ref = TrackMLEventRef(Path(ref))
+        event = ref.read()
+        try:
+            data = event_to_data(event)
+        except ValueError as err:
+            raise ValueError(f"{ref.where}: {err}") from err
         if true_segments(data.particle_id, data.hit_order).shape[1] == 0:
-            raise ValueError(f"{truth}: no true segment (every hit is noise, particle_id 0, "
-                             f"or no particle has two hits): events without truth cannot "
-                             f"be fitted")
+            raise ValueError(f"{ref.truth_where}: no true segment (every hit is noise, "
+                             f"particle_id 0, or no particle has two hits): events without "
+                             f"truth cannot be fitted")
         datas.append(data)
     return datas
 
@@ -342,10 +468,21 @@ def run(argv: Sequence[str]) -> dict:
         p.error(f"data folder '{data_dir}' does not exist")
     if not data_dir.is_dir():
         p.error(f"data folder '{data_dir}' is not a folder")
-    prefixes = list_events(data_dir)
+    try:
+        source, prefixes = list_labelled_events(data_dir, args.source)
+    except TrackMLFormatError as err:  # a ColliderML shard without event_id or a repeat
+        raise SystemExit(f"{PROG}: {err}") from None
+    except (ValueError, ImportError) as err:  # both kinds of events; pyarrow missing
+        p.error(str(err))
     if not prefixes:
+        if source == "colliderml":
+            p.error(f"no ColliderML events in '{data_dir}' (expected *{HITS_SUFFIX} folders of "
+                    f"*.parquet shards, directly or under data/, with their *{PARTICLES_SUFFIX} "
+                    "folders)")
         p.error(f"no TrackML events in '{data_dir}' (expected event<digits>-hits.csv or "
-                f"-hits.csv.gz files with their -truth and -particles files)")
+                f"-hits.csv.gz files with their -truth and -particles files)"
+                + ("" if args.source == "trackml" else
+                   f", nor ColliderML shards (*{HITS_SUFFIX} folders)"))
     need = args.offset + args.fit_events + args.eval_events
     if len(prefixes) < need:
         p.error(f"'{data_dir}' holds {len(prefixes)} events; --offset {args.offset} + "
@@ -443,7 +580,7 @@ def run(argv: Sequence[str]) -> dict:
 
     chosen = rows[0]
     out = {
-        "command": f"{PROG} " + shlex.join(argv), "data_dir": str(data_dir),
+        "command": f"{PROG} " + shlex.join(argv), "data_dir": str(data_dir), "source": source,
         "fit_events": fit_ids, "eval_events": [p.name for p in eval_p],
         "hits_per_event": hits, "held_out_hits_per_event":
             sum(d.num_nodes for d in held) / len(held),

@@ -405,3 +405,215 @@ def test_gnn_jepa_imports_without_pyarrow():
                          cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert out.returncode == 0, out.stderr
     assert 'pip install "gnn_jepa[colliderml]"' in out.stdout
+
+
+# ------------------------------------------------------------------ writing (write_colliderml)
+from gnn_jepa.cli import main as cli_main  # noqa: E402
+from gnn_jepa.data.colliderml import write_colliderml  # noqa: E402
+from gnn_jepa.data.event import Event  # noqa: E402
+from gnn_jepa.data.simulator import Simulator  # noqa: E402
+from gnn_jepa.data.trackml import list_events, read_event  # noqa: E402
+from gnn_jepa.data.weights import event_hit_weights  # noqa: E402
+
+
+def _f32(values) -> np.ndarray:
+    """float64 values as the float32 ColliderML stores, widened back (what the reader gives)."""
+    return np.asarray(values, np.float64).astype(np.float32).astype(np.float64)
+
+
+def _sim(n=3, noise=True, first=1000):
+    sim = Simulator.from_preset("trackml", num_particles=100,
+                                **({} if noise else {"noise_fraction": 0.0}))
+    return sim.simulate_many(n, seed=0, first_event_id=first)
+
+
+def test_simulated_events_round_trip(tmp_path):
+    """simulate -> write_colliderml -> ColliderMLReader: the same hits, truth and particles
+    (floats as float32; noise hits dropped, counted; the per-hit momentum becomes the
+    vertex momentum), and Data equal to that of the expected event."""
+    events = _sim()
+    noise = [int((e.truth["particle_id"] == 0).sum()) for e in events]
+    assert min(noise) > 0  # the simulator emits noise hits (noise_fraction 0.05)
+    summary = write_colliderml(events, tmp_path, noise="drop", events_per_shard=2)
+    assert summary.events == 3 and summary.noise_hits_dropped == sum(noise)
+    assert summary.hits == sum(e.num_hits for e in events) - sum(noise)
+    assert summary.particles == sum(len(e.particles) for e in events)
+    data = tmp_path / "data"
+    assert [p.relative_to(data).as_posix() for p in summary.files] == [
+        "sim_pu0_tracker_hits/train-00000.parquet", "sim_pu0_particles/train-00000.parquet",
+        "sim_pu0_tracker_hits/train-00001.parquet", "sim_pu0_particles/train-00001.parquet"]
+
+    # on disk: the ColliderML schema (the types this test file writes its shards with)
+    hits_pf = pq.ParquetFile(summary.files[0])
+    part_pf = pq.ParquetFile(summary.files[1])
+    assert hits_pf.schema_arrow.names == ["event_id", *HIT_TYPES]
+    assert part_pf.schema_arrow.names == ["event_id", *PARTICLE_TYPES]
+    for pf, types in ((hits_pf, HIT_TYPES), (part_pf, PARTICLE_TYPES)):
+        assert pf.schema_arrow.field("event_id").type == pa.uint32()
+        for col, t in types.items():
+            assert pf.schema_arrow.field(col).type == pa.list_(t), col
+    assert hits_pf.num_row_groups == 2 and hits_pf.metadata.num_rows == 2  # one event each
+    raw_h = hits_pf.read_row_group(0).to_pylist()[0]
+    raw_p = part_pf.read_row_group(0).to_pylist()[0]
+    ev = events[0]
+    kept = (ev.truth["particle_id"] != 0).to_numpy()
+    first = int(np.flatnonzero(kept)[0])  # the first non-noise hit is ColliderML hit 0
+    assert raw_h["event_id"] == 1000 and len(raw_h["x"]) == kept.sum()
+    assert raw_h["x"][0] == np.float32(ev.hits["x"].iat[first])
+    assert raw_h["true_z"][0] == np.float32(ev.truth["tz"].iat[first])
+    assert raw_h["particle_id"][0] == ev.truth["particle_id"].iat[first] - 1
+    assert raw_h["surface_id"][0] == ev.hits["module_id"].iat[first]
+    assert np.isnan(raw_h["time"]).all() and set(raw_h["detector"]) == {0}
+    assert raw_p["particle_id"][:3] == [0, 1, 2] and raw_p["charge"][0] == ev.particles["q"].iat[0]
+    assert raw_p["px"][1] == np.float32(ev.particles["px"].iat[1])
+    assert set(raw_p["pdg_id"]) == {0} and np.isnan(raw_p["mass"]).all()
+    assert np.isnan(raw_p["energy"]).all() and set(raw_p["time"]) == {0.0}
+    assert np.isnan(raw_p["perigee_d0"]).all() and set(raw_p["primary"]) == {True}
+    assert set(raw_p["vertex_primary"]) == {1} and set(raw_p["parent_id"]) == {-1}
+
+    reader = ColliderMLReader(tmp_path)
+    assert reader.event_ids() == [1000, 1001, 1002]
+    for ev, expect_noise in zip(events, noise):
+        got = reader.read_event_id(ev.event_id)
+        kept = (ev.truth["particle_id"] != 0).to_numpy()
+        n = int(kept.sum())
+        assert n == ev.num_hits - expect_noise and got.num_hits == n
+        h, t, p = got.hits, got.truth, got.particles
+        assert h["hit_id"].tolist() == list(range(1, n + 1))
+        for col in ("x", "y", "z"):
+            np.testing.assert_array_equal(h[col], _f32(ev.hits[col].to_numpy()[kept]))
+        for col in ("volume_id", "layer_id", "module_id"):
+            np.testing.assert_array_equal(h[col], ev.hits[col].to_numpy()[kept])
+        np.testing.assert_array_equal(t["particle_id"], ev.truth["particle_id"].to_numpy()[kept])
+        for col in ("tx", "ty", "tz"):
+            np.testing.assert_array_equal(t[col], _f32(ev.truth[col].to_numpy()[kept]))
+        # the per-hit momentum is not stored: the particle's vertex momentum comes back
+        row = t["particle_id"].to_numpy() - 1
+        np.testing.assert_array_equal(t["tpx"], _f32(ev.particles["px"])[row])
+        np.testing.assert_array_equal(t["tpz"], _f32(ev.particles["pz"])[row])
+        # the weights are recomputed: the simulator's, up to the float32 rounding
+        np.testing.assert_allclose(t["weight"], ev.truth["weight"].to_numpy()[kept],
+                                   rtol=1e-5, atol=1e-12)
+        np.testing.assert_array_equal(p["particle_id"], ev.particles["particle_id"])
+        np.testing.assert_array_equal(p["colliderml_particle_id"], ev.particles["particle_id"] - 1)
+        for col in ("q", "nhits"):
+            np.testing.assert_array_equal(p[col], ev.particles[col])
+        for col in ("vx", "vy", "vz", "px", "py", "pz"):
+            np.testing.assert_array_equal(p[col], _f32(ev.particles[col]))
+        # the Data is the expected event's: float32 values, no noise, hits renumbered
+        expected = Event(
+            hits=ev.hits[kept].assign(hit_id=np.arange(1, n + 1),
+                                      **{c: _f32(ev.hits[c].to_numpy()[kept]) for c in "xyz"}),
+            truth=t, particles=p.iloc[:, :9], event_id=ev.event_id)
+        np.testing.assert_array_equal(t["weight"], event_hit_weights(expected.hits, t, p))
+        a, b = event_to_data(got), event_to_data(expected)
+        for key in ("pos", "x", "hit_id", "particle_id", "pt", "weight", "volume_id",
+                    "layer_id", "hit_order", "event_id"):
+            assert torch.equal(a[key], b[key]), key
+
+    # dropping the noise hits leaves exactly the event simulated without noise
+    quiet = _sim(noise=False)[1]
+    got = reader.read(1)
+    for col in ("x", "y", "z", "module_id"):
+        np.testing.assert_array_equal(got.hits[col], _f32(quiet.hits[col]))
+    np.testing.assert_array_equal(got.truth["particle_id"], quiet.truth["particle_id"])
+
+
+def test_colliderml_event_round_trips_with_its_own_columns(tmp_path):
+    """ColliderML shards -> reader -> write_colliderml -> the same columns on disk, the
+    particles' pdg_id, primary, parent_id ... included (time, detector, mass, energy: fills)."""
+    write_dataset(tmp_path / "a", [[4, 2, 7]])
+    events = [ColliderMLReader(tmp_path / "a").read(i) for i in range(3)]
+    summary = write_colliderml(events, tmp_path / "b", "ttbar_pu0", row_group_size=2)
+    assert pq.ParquetFile(summary.files[0]).num_row_groups == 2  # events 2 and 4, then 7
+    for kind, dropped in (("tracker_hits", {"time", "detector"}),
+                          ("particles", {"mass", "energy", "time"})):
+        old = pq.read_table(tmp_path / "a/data" / f"ttbar_pu0_{kind}").to_pylist()
+        new = pq.read_table(tmp_path / "b/data" / f"ttbar_pu0_{kind}").to_pylist()
+        old.sort(key=lambda r: r["event_id"])
+        assert [r["event_id"] for r in new] == [2, 4, 7]
+        for o, n in zip(old, new):
+            for col in set(o) - dropped:
+                assert n[col] == o[col], (kind, col)
+    again = ColliderMLReader(tmp_path / "b")
+    for i, ev in enumerate(events):
+        got = again.read(i)
+        for name in ("hits", "truth", "particles"):
+            assert getattr(got, name).equals(getattr(ev, name)), name
+
+
+def test_shards_and_row_groups(tmp_path):
+    summary = write_colliderml(_sim(5, noise=False), tmp_path, "x_pu200", events_per_shard=2,
+                               row_group_size=2)
+    hits = [f for f in summary.files if f.parent.name == "x_pu200_tracker_hits"]
+    assert [f.name for f in hits] == [f"train-0000{k}.parquet" for k in range(3)]
+    assert [pq.ParquetFile(f).num_row_groups for f in hits] == [1, 1, 1]
+    assert [pq.ParquetFile(f).metadata.num_rows for f in hits] == [2, 2, 1]
+    assert ColliderMLReader(tmp_path).event_ids() == list(range(1000, 1005))
+
+
+def test_writer_errors_name_the_event(tmp_path):
+    events = _sim(3)
+    with pytest.raises(ValueError, match=r"event 1000: \d+ noise hit\(s\) \(particle_id 0, "
+                       r"first at hit_id \d+\): ColliderML has no noise hits"):
+        write_colliderml(events, tmp_path)
+    clean = _sim(3, noise=False)
+    # an error at the third event removes the shards written before it
+    clean[2].hits.loc[5, "volume_id"] = 300
+    with pytest.raises(ValueError, match=r"event 1002 hits: column 'volume_id' row 5: 300 "
+                       r"does not fit ColliderML's uint8"):
+        write_colliderml(clean, tmp_path, events_per_shard=1)
+    assert not list(tmp_path.rglob("*.parquet"))
+    clean = _sim(2, noise=False)
+    clean[1].event_id = 1000
+    with pytest.raises(ValueError, match="event 1000: written twice"):
+        write_colliderml(clean, tmp_path)
+    no_truth = _sim(1, noise=False)[0]
+    no_truth.truth = no_truth.truth.iloc[:0]
+    with pytest.raises(ValueError, match="event 1000: no truth table"):
+        write_colliderml([no_truth], tmp_path)
+    orphan = _sim(1, noise=False)[0]
+    orphan.particles = orphan.particles.iloc[1:]
+    with pytest.raises(ValueError, match="event 1000: a hit's particle_id 1 is absent"):
+        write_colliderml([orphan], tmp_path)
+    for kwargs, message in (({"noise": "skip"}, "noise must be one of"),
+                            ({"events_per_shard": 0}, "events_per_shard must be"),
+                            ({"row_group_size": 1.5}, "row_group_size must be"),
+                            ({"process": "a/b"}, "process must be")):
+        with pytest.raises(ValueError, match=message):
+            write_colliderml(_sim(1, noise=False), tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="no events to write"):
+        write_colliderml([], tmp_path)
+    write_colliderml(_sim(1, noise=False), tmp_path)
+    with pytest.raises(FileExistsError, match=r"sim_pu0_tracker_hits already holds 1 shard"):
+        write_colliderml(_sim(1, noise=False), tmp_path)
+
+
+def test_simulate_command_writes_colliderml_shards(tmp_path, capsys):
+    out = tmp_path / "cml"
+    cli_main(["simulate", "--format", "colliderml", "--num-events", "3", "--num-particles",
+              "50", "--seed", "4", "--out", str(out), "--events-per-shard", "2"])
+    msg = capsys.readouterr().out
+    assert re.match(r"wrote 3 events \(\d+ hits; \d+ noise hits left out, ColliderML has none\) "
+                    r"as 2 ColliderML shard\(s\)", msg), msg
+    reader = ColliderMLReader(out)
+    assert reader.event_ids() == [1000, 1001, 1002]
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["sim_pu0_particles",
+                                                               "sim_pu0_tracker_hits"]
+    # the events of `gnn-jepa simulate --seed 4` (TrackML), less their noise, as float32
+    cli_main(["simulate", "--num-events", "3", "--num-particles", "50", "--seed", "4",
+              "--out", str(tmp_path / "csv")])
+    for i, prefix in enumerate(list_events(tmp_path / "csv")):
+        ev, got = read_event(prefix), reader.read(i)
+        kept = (ev.truth["particle_id"] != 0).to_numpy()
+        np.testing.assert_array_equal(got.hits["x"], _f32(ev.hits["x"].to_numpy()[kept]))
+        np.testing.assert_array_equal(got.truth["particle_id"],
+                                      ev.truth["particle_id"].to_numpy()[kept])
+        assert len(got.particles) == len(ev.particles)
+    capsys.readouterr()
+    for argv, message in ((["--gzip"], "--gzip applies to --format trackml only"),
+                          ([], "sim_pu0_tracker_hits already holds 2 shard(s)")):
+        with pytest.raises(SystemExit):
+            cli_main(["simulate", "--format", "colliderml", "--num-events", "1", "--out",
+                      str(out), *argv])
+        assert message in capsys.readouterr().err

@@ -219,3 +219,76 @@ def test_round_up_keeps_four_digits_and_never_rounds_down():
         assert r >= x and len(f"{r:.10g}".replace(".", "").strip("0")) <= 4
     assert _round_up(0.097541) == 0.09755 and _round_up(0.1) == 0.1
     assert _round_up(0.099991) == 0.1
+
+
+# --------------------------------------------------------------------------- ColliderML
+@pytest.fixture(scope="module")
+def colliderml(tmp_path_factory):
+    """The fixture's 6 simulated events as ColliderML shards (``cml``, written by ``gnn-jepa
+    simulate --format colliderml``) and the same events, as read back from the shards, as
+    TrackML CSV files (``csv``; the CSV round trip is exact)."""
+    pytest.importorskip("pyarrow")
+    from gnn_jepa.data.colliderml import ColliderMLReader
+
+    root = tmp_path_factory.mktemp("fit_graph_cml")
+    main(["simulate", "--format", "colliderml", "--num-events", "6", "--num-particles", "100",
+          "--out", str(root / "cml")])
+    reader = ColliderMLReader(root / "cml")
+    (root / "csv").mkdir()
+    for i in range(len(reader)):
+        write_event(reader.read(i), root / "csv")
+    return root
+
+
+def test_colliderml_shards_fit_as_the_same_events_in_csv(colliderml, tmp_path, capsys):
+    """fit-graph on a ColliderML root reads the events in event-id order with the same
+    fit / held-out split, and reports exactly what it reports on the same events as CSV."""
+    cml = _run(capsys, [str(colliderml / "cml"), "--out", str(tmp_path / "a"), *FAST])
+    csv = _run(capsys, [str(colliderml / "csv"), "--out", str(tmp_path / "b"), *FAST])
+    assert (cml["source"], csv["source"]) == ("colliderml", "trackml")
+    assert cml["fit_events"] == [f"sim_pu0 event {i}" for i in range(1000, 1004)]
+    assert cml["eval_events"] == ["sim_pu0 event 1004", "sim_pu0 event 1005"]
+    assert csv["fit_events"] == [f"event{i:09d}" for i in range(1000, 1004)]
+    chosen = cml["rows"][0]
+    assert chosen["efficiency"] > 0.9 and chosen["efficiency_pt_min"] > 0.9
+    assert 0.8 < chosen["ceiling_trackml_score"] <= 1 and chosen["unseen_hit_fraction"] == 0.0
+    assert cml["radius"] == csv["radius"] and cml["margin"] == csv["margin"]
+    assert cml["hits_per_event"] == csv["hits_per_event"]
+    assert ([{k: v for k, v in h.items() if k != "time_s"} for h in cml["train_history"]]
+            == [{k: v for k, v in h.items() if k != "time_s"} for h in csv["train_history"]])
+    timing = {"seconds_per_event"}
+    assert ({k: v for k, v in chosen.items() if k not in timing}
+            == {k: v for k, v in csv["rows"][0].items() if k not in timing})
+
+
+def test_colliderml_detection_and_errors(colliderml, tmp_path, capsys):
+    from gnn_jepa.evaluation.fit_graph import list_labelled_events
+
+    cml = colliderml / "cml"
+    for root in (cml, cml / "data", cml / "data" / "sim_pu0_tracker_hits"):
+        source, events = list_labelled_events(root)
+        assert source == "colliderml" and [e.name for e in events][:2] == [
+            "sim_pu0 event 1000", "sim_pu0 event 1001"]
+    assert list_labelled_events(colliderml / "csv")[0] == "trackml"
+    assert list_labelled_events(cml, "trackml") == ("trackml", [])
+    # hits without their particles shards: the truth is unknown, named as such
+    hits_only = tmp_path / "hits_only" / "data"
+    shutil.copytree(cml / "data" / "sim_pu0_tracker_hits", hits_only / "sim_pu0_tracker_hits")
+    with pytest.raises(SystemExit, match=r"sim_pu0_tracker_hits/train-00000.parquet event 1000: "
+                                         r"no particles shards .* needs the sim_pu0_particles "
+                                         r"shards"):
+        main(["fit-graph", str(hits_only.parent), "--out", str(tmp_path / "out"), *FAST])
+    # both kinds in one folder: say which to take
+    both = tmp_path / "both"
+    shutil.copytree(colliderml / "csv", both)
+    shutil.copytree(cml / "data", both / "data")
+    with pytest.raises(SystemExit) as e:
+        main(["fit-graph", str(both), "--out", str(tmp_path / "out"), *FAST])
+    assert e.value.code == 2
+    assert "holds both TrackML events (6) and ColliderML shards (sim_pu0_tracker_hits): pass " \
+           "--source trackml or --source colliderml" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["fit-graph", str(colliderml / "csv"), "--source", "colliderml", "--out",
+              str(tmp_path / "out")])
+    assert e.value.code == 2 and "no ColliderML events in" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
