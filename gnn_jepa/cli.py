@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from gnn_jepa.data.colliderml import write_colliderml
 from gnn_jepa.data.simulator import PRESETS, Simulator, event_seed
 from gnn_jepa.data.trackml import write_event
 from gnn_jepa.datamodule import EventDataModule
@@ -188,7 +189,6 @@ def simulate_main(argv: Sequence[str]) -> None:
     events = (sim.simulate(seed=event_seed(args.seed, i), event_id=args.first_event + i)
               for i in range(args.num_events))
     if colliderml:
-        from gnn_jepa.data.colliderml import write_colliderml
         try:
             summary = write_colliderml(events, out, args.process,
                                        events_per_shard=args.events_per_shard,

@@ -23,7 +23,7 @@ from gnn_jepa.config import build_from_options
 from gnn_jepa.data.convert import DEFAULT_FEATURES
 from gnn_jepa.data.dataset import EventDataset, EventSource, OnTheFlyDataset
 from gnn_jepa.data.trackml import MAX_COORDINATE_MM
-from gnn_jepa.graph.transform import BuildGraph
+from gnn_jepa.graph.transform import BuildGraph, load_graph_block
 
 #: Global-index offsets of the fixed validation and test sets of a simulated stream: far
 #: from any training range, so train / val / test never share an event.
@@ -136,7 +136,9 @@ class EventDataModule(pl.LightningDataModule):
         on_the_fly: train on an endless stream of fresh simulated events instead. A resumed
             run continues the stream after the events already trained on (exactly so with
             ``num_workers: 0``; with workers it skips at most their pre-fetched events).
-        graph: keyword arguments of :class:`gnn_jepa.graph.transform.BuildGraph`.
+        graph: keyword arguments of :class:`gnn_jepa.graph.transform.BuildGraph`, or the path
+            of a YAML file holding them under ``graph:`` (``gnn-jepa fit-graph``'s
+            ``OUT/graph.yaml``).
         features: node features.
         batch_size, num_workers: DataLoader settings.
         cache_dir: on-disk cache of processed events (``null``: memory only).
@@ -171,7 +173,7 @@ class EventDataModule(pl.LightningDataModule):
     def __init__(self, source: str = "simulate", simulator: Optional[dict] = None,
                  data_dir: Optional[str] = None, num_train: int = 16, num_val: int = 4,
                  num_test: int = 4, train_offset: int = 0, on_the_fly: bool = False,
-                 graph: Optional[dict] = None, features: list[str] = list(DEFAULT_FEATURES),
+                 graph: Optional[dict | str] = None, features: list[str] = list(DEFAULT_FEATURES),
                  batch_size: int = 2, num_workers: int = 0, cache_dir: Optional[str] = "data/cache",
                  seed: int = 0, prepare_workers: int = 0,
                  max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error"):
@@ -191,6 +193,8 @@ class EventDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.source = EventSource(source, simulator=simulator, data_dir=data_dir, seed=seed,
                                   max_coordinate=max_coordinate)
+        if isinstance(graph, str):
+            graph = load_graph_block(graph)
         self.graph_transform = build_from_options(BuildGraph, graph, "data.graph")
         self.features = list(features)
         self.batch_size = batch_size

@@ -2,6 +2,8 @@
 steps on CPU, tiny data."""
 import csv
 import glob
+import shutil
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ def configs(kind: str) -> list[str]:
     """The ``kind`` ("pretrain"/"finetune") configs: configs/<kind>/ and studies/*/configs/*_<kind>."""
     paths = [*(ROOT / "configs" / kind).glob("*.yaml"), *ROOT.glob(f"studies/*/configs/*_{kind}.yaml")]
     assert any("studies" in str(p) for p in paths), "no study config found: did the layout move?"
-    return sorted(str(p.relative_to(ROOT)) for p in paths)
+    # the ColliderML configs read Parquet shards: test_colliderml_configs_end_to_end runs them
+    return sorted(str(p.relative_to(ROOT)) for p in paths if not p.name.startswith("colliderml"))
 
 
 TINY_DATA = ["--data.simulator", '{"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]}',
@@ -195,3 +198,52 @@ def test_one_event_numbering_everywhere(tmp_path):
                                       ref, check_dtype=False, check_exact=True)
     assert not many[0].hits.equals(many[1].hits)
 
+
+
+def test_colliderml_configs_end_to_end(tmp_path, capsys):
+    """The ColliderML walkthrough of the README on simulated shards: pretrain on hits only,
+    fine-tune, test (TrackML score and the task's metrics), predict the task's submission;
+    the submission, scored against the shards' own truth, gives the test's task metrics."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from gnn_jepa.tracking.colliderml_metrics import read_predictions, score_tables
+
+    main(["simulate", "--format", "colliderml", "--num-events", "8", "--num-particles", "20",
+          "--out", str(tmp_path / "cml")])
+    data = tmp_path / "cml" / "data"
+    hits_only = tmp_path / "hits_only" / "sim_pu0_tracker_hits"
+    shutil.copytree(data / "sim_pu0_tracker_hits", hits_only)  # no particles: unlabelled
+    graph = tmp_path / "graph.yaml"  # what fit-graph writes: a graph: block
+    graph.write_text('graph: {"kind": "eta_phi", "radius": 0.3}\n')
+    small = ["--data.graph", str(graph), "--data.num_workers", "0", "--data.num_val", "2"]
+    enc = ["--model.init_args.encoder.d_model", "16", "--model.init_args.encoder.d_embedding", "8",
+           "--model.init_args.encoder.n_layers", "1"]
+    main(["fit", "--config", str(ROOT / "configs/pretrain/colliderml_pu200.yaml"),
+          *tiny_trainer(tmp_path / "pre"), *small, *enc, "--data.data_dir", str(hits_only),
+          "--data.num_train", "2", "--model.init_args.predictor.d_model", "16"])
+    ck = glob.glob(str(tmp_path / "pre" / "**" / "last.ckpt"), recursive=True)[0]
+    tune = ["--config", str(ROOT / "configs/finetune/colliderml_pu200.yaml"), *small, *enc,
+            "--data.data_dir", str(data), "--data.train_offset", "0", "--data.num_train", "2",
+            "--data.num_test", "4", "--model.pretrained", ck, *tiny_trainer(tmp_path / "ft")]
+    main(["fit", *tune])
+    ft = glob.glob(str(tmp_path / "ft" / "**" / "last.ckpt"), recursive=True)[0]
+    out = ["--ckpt_path", ft, "--model.output_dir", str(tmp_path / "out")]
+    main(["test", *tune, *out])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert m["num_events"] == 4 and 0.0 <= m["trackml_score"] <= 1.0
+    main(["predict", *tune, *out])
+    preds = read_predictions(tmp_path / "out" / "colliderml_predictions.parquet")
+    assert preds.event_id.nunique() == 4
+    # the test events' truth, flat, from the shards themselves (the last 4 event ids)
+    hits = pq.read_table(data / "sim_pu0_tracker_hits").to_pandas()
+    parts = pq.read_table(data / "sim_pu0_particles").to_pandas()
+    test_ids = sorted(hits.event_id)[-4:]
+    truth = hits[hits.event_id.isin(test_ids)].explode(["particle_id"])
+    truth = truth.assign(hit_id=truth.groupby("event_id").cumcount())[
+        ["event_id", "hit_id", "particle_id"]].astype("int64")
+    parts = parts[parts.event_id.isin(test_ids)].explode(["particle_id", "px", "py", "primary"])
+    assert sorted(preds.event_id.unique()) == test_ids
+    assert len(preds) == len(truth)  # every hit submitted once
+    scored = score_tables(preds, truth, parts.astype({"particle_id": "int64", "px": float,
+                                                      "py": float, "primary": bool}))
+    for k, v in scored.items():
+        assert m[f"colliderml_{k}"] == pytest.approx(v, abs=1e-12), k

@@ -8,7 +8,10 @@ per-particle quantity as a list column, in shards
 itself, or a folder holding ``*_tracker_hits`` folders directly or under ``data/``. Every
 ``*.parquet`` file of each hits folder is a shard; the particles of hits folder
 ``X_tracker_hits`` are the shards of the sibling folder ``X_particles``, which is optional.
-Without it the truth is unknown (zero-row truth and particles tables, as
+The ``colliderml`` package's download cache nests each folder once more
+(``<cache>/<dataset>/X_tracker_hits/data/X_tracker_hits/train-*.parquet``, and the same for
+``X_particles``): a folder without shards of its own is read from there, so the root may be
+the package's dataset folder, one of its config folders, or the inner one. Without particles the truth is unknown (zero-row truth and particles tables, as
 ``read_event(prefix, parts=("hits",))`` of a TrackML folder of hits only); with it, each hits
 event must have its particles row. Events are listed by ``(event_id, hits folder)`` in sorted
 order; one event id twice in one hits folder is an error.
@@ -137,16 +140,42 @@ class EventEntry:
     particles_known: bool
 
 
+def shard_folder(folder: Path) -> Path:
+    """Where the shards of a ``*_tracker_hits`` / ``*_particles`` folder lie: the folder itself,
+    or ``folder/data/<folder name>`` (the ``colliderml`` package's download layout,
+    ``<cache>/<dataset>/<config>/data/<config>/train-*.parquet``) when only that holds shards."""
+    nested = folder / "data" / folder.name
+    if not any(folder.glob("*.parquet")) and nested.is_dir():
+        return nested
+    return folder
+
+
 def hits_folders(root: str | Path) -> list[Path]:
-    """The ``*_tracker_hits`` folders of ``root`` (itself, its children, or ``root/data/*``)."""
+    """The shard folders (:func:`shard_folder`) of the ``*_tracker_hits`` folders of ``root``
+    (itself, its children, or ``root/data/*``)."""
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"ColliderML folder '{root}' does not exist")
     if root.name.endswith(HITS_SUFFIX):
-        return [root]
-    found = [p for base in (root, root / "data") if base.is_dir()
+        return [shard_folder(root)]
+    found = [shard_folder(p) for base in (root, root / "data") if base.is_dir()
              for p in sorted(base.glob(f"*{HITS_SUFFIX}")) if p.is_dir()]
     return found
+
+
+def particles_folder(hits: Path) -> Path | None:
+    """The particles shard folder that goes with the hits shard folder ``hits``
+    (``X_tracker_hits`` -> ``X_particles``): its sibling, or in the package's download layout
+    (``.../X_tracker_hits/data/X_tracker_hits``) ``.../X_particles/data/X_particles``; ``None``
+    when there is none."""
+    name = hits.name[: -len(HITS_SUFFIX)] + PARTICLES_SUFFIX
+    candidates = [hits.parent / name]
+    if hits.parent.name == "data" and hits.parent.parent.name == hits.name:
+        candidates.append(hits.parent.parent.parent / name)
+    for c in candidates:
+        if c.is_dir():
+            return shard_folder(c)
+    return None
 
 
 def _index_shards(folder: Path) -> dict[int, Location]:
@@ -204,8 +233,8 @@ class ColliderMLReader:
         entries = []
         for folder in folders:
             hits_index = _index_shards(folder)
-            pfolder = folder.parent / (folder.name[: -len(HITS_SUFFIX)] + PARTICLES_SUFFIX)
-            known = pfolder.is_dir()
+            pfolder = particles_folder(folder)
+            known = pfolder is not None
             p_index = _index_shards(pfolder) if known else {}
             for eid, loc in hits_index.items():
                 entries.append(EventEntry(eid, loc, p_index.get(eid), known))

@@ -1,7 +1,10 @@
 """PyG transform that builds an event's radius graph, edge features and edge labels."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
@@ -168,3 +171,24 @@ def union_edges(edge_indices: list[Tensor], num_nodes: int) -> Tensor:
     :func:`radius_graph` returns), so the result does not depend on the order of the inputs.
     """
     return coalesce(torch.cat(edge_indices, dim=1), num_nodes=num_nodes)
+
+
+def load_graph_block(path: str) -> dict:
+    """The ``graph:`` block of a YAML file (what ``gnn-jepa fit-graph`` writes as
+    ``OUT/graph.yaml``): the file's ``graph`` key, or the whole file when it has none.
+    Paths inside the block are used as written (relative to the working directory).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file does not hold a mapping (names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data.graph: {path} is not a file (give a graph: block, or the "
+                                "path of a YAML file holding one, such as fit-graph's graph.yaml)")
+    doc = yaml.safe_load(p.read_text())
+    block = doc.get("graph", doc) if isinstance(doc, dict) else doc
+    if not isinstance(block, dict):
+        raise ValueError(f"{path}: expected a graph: block (a mapping of BuildGraph arguments), "
+                         f"got {type(block).__name__}")
+    return block

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from typing import Optional
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -115,6 +116,7 @@ class JEPAPretraining(pl.LightningModule):
                                                      d_descriptor=len(DESCRIPTOR_COLUMNS))
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
+        self._probe_note_done = False
 
     # ------------------------------------------------------------------ set-up helpers
     def total_steps(self) -> int:
@@ -284,6 +286,18 @@ class JEPAPretraining(pl.LightningModule):
         events = self._probe_cache
         self._probe_cache = []
         if not events or self.trainer.sanity_checking:
+            return
+        # the probes need truth: events of hits only (unlabelled, e.g. ColliderML hits shards
+        # without particles) are left out of them, and said so once
+        labelled = [d for d in events if bool((d.particle_id != 0).any())]
+        if len(labelled) < len(events) and not self._probe_note_done:
+            self._probe_note_done = True
+            rank_zero_info(f"probes: {len(events) - len(labelled)} of {len(events)} validation "
+                           "events carry no truth (every hit unlabelled) and are left out of the "
+                           "truth probes (probe/ap_at_k_*, probe/edge_auc_*)"
+                           + ("; none is left, so no probe is logged" if not labelled else ""))
+        events = labelled
+        if not events:
             return
         for name, enc in (("pretrained", self.target_encoder), ("random", self._random_encoder())):
             embs = [self._embed(enc, d) for d in events]

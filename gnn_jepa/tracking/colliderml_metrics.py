@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from gnn_jepa.data.colliderml import pa, pq, require_pyarrow
 from gnn_jepa.tracking.building import to_submission_ids
 from gnn_jepa.tracking.metrics import _np, _same_length
 
@@ -168,9 +169,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     no missing value, no ``(event_id, hit_id)`` twice. Errors name the file and column."""
     path = Path(path)
     if path.suffix == ".parquet":
-        from gnn_jepa.data.colliderml import require_pyarrow
         require_pyarrow()
-        import pyarrow.parquet as pq
         frame = pq.read_table(path).to_pandas()
     else:
         frame = pd.read_csv(path)
@@ -273,11 +272,6 @@ def write_predictions(rows: list[tuple[int, np.ndarray, np.ndarray]], folder: st
         if rows else np.zeros(0, np.int64),
         "track_id": np.concatenate([np.asarray(t, np.int64) for _, _, t in rows])
         if rows else np.zeros(0, np.int64)})
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        pq = None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ("colliderml_predictions.parquet" if pq else "colliderml_predictions.csv")

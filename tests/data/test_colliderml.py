@@ -1,11 +1,13 @@
 """ColliderML Parquet shards -> TrackML-format events (gnn_jepa.data.colliderml), on small
 shards written here with the ColliderML schema (one row per event, parallel list columns)."""
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -218,6 +220,27 @@ def test_events_are_listed_by_event_id_across_shards(tmp_path):
     assert src.event(4).event_id == 7
     with pytest.raises(IndexError, match="event index 6 but .* holds 6 ColliderML events"):
         src.event(6)
+
+
+def test_the_colliderml_package_download_layout(tmp_path):
+    """``colliderml download`` nests every config: <cache>/<dataset>/<config>/data/<config>/."""
+    write_dataset(tmp_path / "flat", [[4, 2]])
+    dataset = tmp_path / "cache" / "CERN_ColliderML-Release-1"
+    for kind in ("tracker_hits", "particles"):
+        config = f"ttbar_pu0_{kind}"
+        inner = dataset / config / "data" / config
+        inner.parent.mkdir(parents=True)
+        shutil.copytree(tmp_path / "flat" / "data" / config, inner)
+    want = EventSource("colliderml", data_dir=str(tmp_path / "flat"))
+    for root in (dataset, dataset / "ttbar_pu0_tracker_hits",
+                 dataset / "ttbar_pu0_tracker_hits" / "data" / "ttbar_pu0_tracker_hits"):
+        src = EventSource("colliderml", data_dir=str(root))
+        assert src.colliderml.event_ids() == [2, 4], root
+        assert [f.parent.name for f in src.files(0)] == ["ttbar_pu0_tracker_hits",
+                                                         "ttbar_pu0_particles"]
+        got, ref = src.event(1), want.event(1)
+        pd.testing.assert_frame_equal(got.truth, ref.truth)
+        pd.testing.assert_frame_equal(got.particles, ref.particles)
 
 
 def test_duplicate_event_in_a_folder_is_an_error(tmp_path):

@@ -1,7 +1,7 @@
 import torch
 
 from gnn_jepa.datamodule import EventDataModule
-from gnn_jepa.data.dataset import CacheRebuildWarning, EventDataset, EventSource
+from gnn_jepa.data.dataset import CACHE_FORMAT, CacheRebuildWarning, EventDataset, EventSource
 from gnn_jepa.data.simulator import event_seed
 
 import pytest
@@ -39,7 +39,7 @@ def test_corrupt_cache_file_is_rebuilt_naming_the_file(tmp_path):
     assert rebuilt.keys() == original.keys()
     assert all(torch.equal(rebuilt[k], original[k]) for k in original.keys() if torch.is_tensor(original[k]))
     record = torch.load(f, weights_only=False)  # rewritten as a checksummed record
-    assert record["format"] == 2 and record["source"] is None and len(record["checksum"]) == 64
+    assert record["format"] == CACHE_FORMAT == 3 and record["source"] is None and len(record["checksum"]) == 64
 
 
 def test_datamodule_splits_are_disjoint_and_fixed(tmp_path):
