@@ -189,26 +189,29 @@ def _scatter_sum(src: Tensor, index: Tensor, size: int) -> Tensor:
 
 class _ScatterMax(torch.autograd.Function):
     """Column-wise group maximum with the gradient of ``scatter_reduce(..., "amax")``: each
-    group's gradient goes to its maximal entries, shared evenly by ties. Saves only a boolean
-    mask of the winners (and the tie counts when there are ties)."""
+    group's gradient goes to its maximal entries, shared evenly by ties. Saves a boolean mask
+    of the winners, and tie counts for the (rare) columns that have a tie."""
 
     @staticmethod
     def forward(ctx, src: Tensor, index: Tensor, size: int, groups: int) -> Tensor:
         best = src.new_full((size, src.shape[1]), -math.inf).scatter_reduce_(
             0, index.unsqueeze(1).expand_as(src), src, "amax")
         win = src == best.index_select(0, index)
+        # one winner per non-empty group and column, unless two entries tie for the maximum
+        tied = torch.nonzero(torch.count_nonzero(win, dim=0) != groups).flatten()
         ties = None
-        if int(torch.count_nonzero(win)) != groups * src.shape[1]:  # a tie: more winners
-            ties = src.new_zeros(size, src.shape[1]).index_add_(0, index, win.to(src.dtype))
-        ctx.save_for_backward(index, win, ties)
+        if tied.numel():  # one host sync per call (above); then only the tied columns
+            ties = src.new_zeros(size, tied.numel()).index_add_(
+                0, index, win[:, tied].to(src.dtype))
+        ctx.save_for_backward(index, win, tied, ties)
         return best.masked_fill_(torch.isneginf(best), 0.0)  # an empty group gives 0
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        index, win, ties = ctx.saved_tensors
+        index, win, tied, ties = ctx.saved_tensors
         out = grad.index_select(0, index).mul_(win)
         if ties is not None:
-            out.div_(ties.index_select(0, index))
+            out[:, tied] /= ties.index_select(0, index).clamp_min(1.0)
         return out, None, None, None
 
 

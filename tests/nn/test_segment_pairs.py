@@ -164,3 +164,22 @@ def test_scatter_max_shares_the_gradient_of_ties_like_torch():
     assert out.tolist() == [[1.0, 5.0], [0.0, 0.0], [0.5, -1.0], [0.0, 0.0]]
     out.sum().backward()
     assert src.grad.tolist() == [[0.5, 0.0], [0.5, 1.0], [1.0, 1.0]]
+
+
+def test_scatter_max_equals_torch_amax_with_ties_in_some_columns():
+    from gnn_jepa.nn.segment_pairs import _scatter_max
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(0, 4, (40, 5), generator=g).float()  # many ties
+    src[:, 2] = torch.randn(40, generator=g)  # a column without ties
+    index = torch.randint(0, 7, (40,), generator=g)
+    index[index == 3] = 4  # an empty group
+    upstream = torch.randn(9, 5, generator=g)
+    a = src.clone().requires_grad_()
+    out = _scatter_max(a, index, 9, groups=int(index.unique().numel()))
+    (out * upstream).sum().backward()
+    b = src.clone().requires_grad_()
+    ref = b.new_zeros(9, 5).scatter_reduce(0, index.unsqueeze(1).expand(-1, 5), b, "amax",
+                                           include_self=False)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(a.grad, b.grad)
