@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -175,6 +176,9 @@ def simulate_main(argv: Sequence[str]) -> None:
     p.add_argument("--process", default="sim_pu0",
                    help="colliderml format: the configuration name in the folder names "
                         "(default sim_pu0)")
+    p.add_argument("--hits-only", action="store_true",
+                   help="write the hits only, no truth and no particles (unlabelled events, "
+                        "for pretraining)")
     p.add_argument("--events-per-shard", type=_at_least(1), default=1000,
                    help="colliderml format: events per shard file (default 1000)")
     args = p.parse_args(list(argv))
@@ -188,6 +192,8 @@ def simulate_main(argv: Sequence[str]) -> None:
         p.error(f"--out '{out}' exists and is not a folder")
     events = (sim.simulate(seed=event_seed(args.seed, i), event_id=args.first_event + i)
               for i in range(args.num_events))
+    if args.hits_only and not colliderml:
+        events = (ev.without_truth() for ev in events)
     if colliderml:
         try:
             summary = write_colliderml(events, out, args.process,
@@ -195,6 +201,9 @@ def simulate_main(argv: Sequence[str]) -> None:
                                        row_group_size=1, noise="drop")
         except (FileExistsError, ImportError, ValueError) as err:
             p.error(str(err))
+        if args.hits_only:  # the hits shards alone: the reader then knows no truth
+            shutil.rmtree(out / "data" / f"{args.process}_particles")
+            print(f"--hits-only: removed {out / 'data' / (args.process + '_particles')}")
         print(f"wrote {summary.events} events ({summary.hits} hits; "
               f"{summary.noise_hits_dropped} noise hits left out, ColliderML has none) as "
               f"{len(summary.files) // 2} ColliderML shard(s) to {out / 'data'}/"

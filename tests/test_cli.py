@@ -130,6 +130,24 @@ def test_print_config_and_unknown_key(capsys, tmp_path):
     assert "d_modle" in capsys.readouterr().err
 
 
+def test_pretraining_on_a_trackml_folder_of_hits_only(tmp_path):
+    """Unlabelled events (``-hits.csv`` only) pretrain; track finding refuses them by name."""
+    main(["simulate", "--hits-only", "--num-events", "6", "--num-particles", "20",
+          "--out", str(tmp_path / "hits")])
+    names = sorted(p.name for p in (tmp_path / "hits").iterdir())
+    assert len(names) == 6 and all(n.endswith("-hits.csv") for n in names)
+    folder = ["--data.source", "trackml", "--data.data_dir", str(tmp_path / "hits"),
+              "--data.train_offset", "0", "--data.num_train", "2", "--data.num_val", "2",
+              "--data.num_test", "2", "--data.num_workers", "0"]
+    ck = pretrain(tmp_path / "pre", after=folder)
+    assert torch.load(ck, weights_only=False)["global_step"] == 2
+    enc = ["--model.encoder.d_model", "16", "--model.encoder.d_embedding", "8",
+           "--model.encoder.n_layers", "1", "--model.encoder.heads", "4"]
+    with pytest.raises(ValueError, match=r"event\(s\) 100\d.* have no truth \(hits only"):
+        main(["fit", "--config", str(ROOT / "configs/finetune/trackml_small.yaml"),
+              "--model.pretrained", ck, *enc, *tiny_trainer(tmp_path / "ft"), *TINY_DATA, *folder])
+
+
 def test_simulate_subcommand_writes_trackml_csv(tmp_path):
     main(["simulate", "--preset", "trackml", "--num-events", "2", "--num-particles", "10",
           "--out", str(tmp_path)])

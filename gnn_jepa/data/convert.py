@@ -17,6 +17,7 @@ attribute          shape        meaning
 ``layer_id``       [N] i64      TrackML layer id
 ``hit_order``      [N] i64      index along the particle from its vertex (0 = first), -1 noise
 ``event_id``       [1] i64      event number
+``has_truth``      [1] bool     the truth is known (False: hits only, every hit unlabelled)
 ``primary_pt1``    [N] bool     the hit's particle is primary (its ``primary`` column; every
                                 particle when there is none) with pT > 1 GeV
 ``num_primary_pt1`` [1] i64     the event's primary particles with pT > 1 GeV, with or
@@ -68,6 +69,7 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
     raw = {"r": r, "phi": phi, "z": z, "eta": eta, "x": x, "y": y}
     feats = np.stack([raw[f] / FEATURE_SCALES[f] for f in features], axis=1)
 
+    has_truth = len(truth) > 0
     if len(truth) == 0 and len(hits) > 0:
         # an event without truth (e.g. the TrackML test set): fine for pretraining and
         # inference, every hit is treated as unlabelled noise.
@@ -114,6 +116,7 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
         layer_id=torch.tensor(hits["layer_id"].to_numpy(np.int64)),
         hit_order=torch.from_numpy(hit_order(pid, dist)),
         event_id=torch.tensor([int(event.event_id)]),
+        has_truth=torch.tensor([has_truth]),
         primary_pt1=torch.from_numpy(primary_pt1),
         num_primary_pt1=torch.tensor([int(p_sel.sum())]),
         num_nodes=len(hits),

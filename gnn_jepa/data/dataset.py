@@ -5,7 +5,7 @@ An event is identified by its *global index* ``g``. Simulated events draw from t
 index ranges give disjoint event sets (pretraining, fine-tuning, validation, test).
 
 **The cache.** Each processed event is one file ``<cache_dir>/<recipe hash>/event_<index>.pt``
-holding a *record* (:data:`CACHE_FORMAT` 3; 3 added the ``primary_pt1`` and
+holding a *record* (:data:`CACHE_FORMAT` 3; 3 added the ``has_truth``, ``primary_pt1`` and
 ``num_primary_pt1`` attributes of :mod:`gnn_jepa.data.convert`)::
 
     {"format": 3, "payload": <bytes of torch.save(data)>, "checksum": <SHA-256 hex of payload>,
@@ -43,7 +43,7 @@ from gnn_jepa.data.colliderml import ColliderMLReader, require_pyarrow
 from gnn_jepa.data.convert import DEFAULT_FEATURES, event_to_data
 from gnn_jepa.data.simulator import Simulator, event_seed
 from gnn_jepa.data.trackml import (MAX_COORDINATE_MM, TrackMLFormatError, event_files, list_events,
-                                   read_event)
+                                   read_event, table_files)
 
 #: Version of the cache record (see the module doc); part of every recipe hash, so files of
 #: another version live in another folder.
@@ -294,7 +294,11 @@ class EventSource:
         if self.kind == "colliderml":
             self._check_index(index)
             return self.colliderml.read(index)
-        return read_event(self.prefix(index), max_coordinate=self.max_coordinate)
+        prefix = self.prefix(index)
+        if not table_files(prefix, "truth"):  # hits only (unlabelled): fine for pretraining
+            parts = ("hits", "cells") if table_files(prefix, "cells") else ("hits",)
+            return read_event(prefix, parts=parts, max_coordinate=self.max_coordinate)
+        return read_event(prefix, max_coordinate=self.max_coordinate)
 
 
 class EventDataset(Dataset):

@@ -40,6 +40,17 @@ class Event:
     def num_hits(self) -> int:
         return len(self.hits)
 
+    @property
+    def has_truth(self) -> bool:
+        """Whether the truth is known (a truth table with rows): hits-only events have none."""
+        return len(self.truth) > 0
+
+    def without_truth(self) -> "Event":
+        """The same hits with no truth and no particles (zero-row tables of the same columns):
+        an unlabelled event, as a TrackML folder of ``-hits.csv`` files only gives."""
+        return Event(self.hits, self.truth.iloc[0:0].copy(), self.particles.iloc[0:0].copy(),
+                     self.event_id, self.cells)
+
     def __repr__(self) -> str:
         return (f"Event(event_id={self.event_id}, hits={len(self.hits)}, "
                 f"particles={len(self.particles)}, "

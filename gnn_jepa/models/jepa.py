@@ -289,7 +289,8 @@ class JEPAPretraining(pl.LightningModule):
             return
         # the probes need truth: events of hits only (unlabelled, e.g. ColliderML hits shards
         # without particles) are left out of them, and said so once
-        labelled = [d for d in events if bool((d.particle_id != 0).any())]
+        labelled = [d for d in events if (bool(d.has_truth.all()) if "has_truth" in d
+                                          else bool((d.particle_id != 0).any()))]
         if len(labelled) < len(events) and not self._probe_note_done:
             self._probe_note_done = True
             rank_zero_info(f"probes: {len(events) - len(labelled)} of {len(events)} validation "

@@ -132,7 +132,19 @@ class TrackFinding(pl.LightningModule):
         return self.head(h, data.edge_index, ea, pos=data.pos)
 
     def edge_targets(self, data) -> torch.Tensor:
-        """Truth label of every edge of ``data`` under ``edge_label`` ([E] float)."""
+        """Truth label of every edge of ``data`` under ``edge_label`` ([E] float).
+
+        Raises:
+            ValueError: an event of ``data`` has no truth (hits only): track finding trains,
+                validates and tests on labelled events only.
+        """
+        if "has_truth" in data and not bool(data.has_truth.all()):
+            ids = data.event_id.reshape(-1)[~data.has_truth.reshape(-1)].tolist()
+            raise ValueError(
+                f"event(s) {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} have no "
+                "truth (hits only: no -truth.csv, or ColliderML hits without their particles "
+                "shards): track finding trains, validates and tests on labelled events; "
+                "unlabelled events are for pretraining (or gnn-jepa predict)")
         if self.hparams.edge_label == "segment":
             return segment_labels(data.particle_id, data.hit_order, data.edge_index,
                                   getattr(data, "batch", None))

@@ -110,3 +110,26 @@ def test_parallel_prepare_raises_a_workers_error_naming_the_file(tmp_path):
     with pytest.raises(TrackMLFormatError, match=r"event000001002-hits\.csv: missing column"):
         dm.prepare_data()
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_trackml_events_of_hits_only_are_unlabelled(tmp_path):
+    """A TrackML folder whose events have only -hits.csv reads (pretraining needs no truth);
+    an event with truth but no particles file is still an error naming the file."""
+    from gnn_jepa.data.convert import event_to_data
+    from gnn_jepa.data.simulator import Simulator
+    from gnn_jepa.data.trackml import TrackMLFormatError, write_event
+
+    sim = Simulator.from_preset("trackml", num_particles=10)
+    full = sim.simulate(seed=1, event_id=5)
+    write_event(full.without_truth(), tmp_path / "event000000005")
+    write_event(sim.simulate(seed=2, event_id=6), tmp_path / "event000000006")
+    assert sorted(p.name for p in tmp_path.glob("event000000005*")) == ["event000000005-hits.csv"]
+    src = EventSource("trackml", data_dir=str(tmp_path))
+    ev = src.event(0)
+    assert not ev.has_truth and len(ev.hits) == len(full.hits) and len(ev.particles) == 0
+    data = event_to_data(ev)
+    assert not bool(data.has_truth) and int(data.particle_id.abs().sum()) == 0
+    assert bool(event_to_data(src.event(1)).has_truth)
+    (tmp_path / "event000000006-particles.csv").unlink()
+    with pytest.raises(TrackMLFormatError, match="event000000006-particles"):
+        src.event(1)

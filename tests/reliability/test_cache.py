@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from gnn_jepa.data import dataset as dataset_module
-from gnn_jepa.data.dataset import CacheRebuildWarning, EventDataset, EventSource, atomic_torch_save
+from gnn_jepa.data.dataset import (CACHE_FORMAT, CacheRebuildWarning, EventDataset, EventSource,
+                                   atomic_torch_save)
 from tests.reliability.conftest import (assert_same_data, datamodule, edit_table, leftovers,
                                         no_rebuild, rebuild_warnings, set_cell)
 
@@ -50,7 +51,7 @@ DAMAGE = {
                         "checksum mismatch (its bytes changed after it was written)"),
     "old_format": (lambda f, good: torch.save(good, f), "old cache format (a bare Data, no checksum)"),
     "not_a_record": (lambda f, good: torch.save({"x": good.pos}, f), "not a cache record (a dict)"),
-    "other_format_version": (lambda f, good: _record(f, format=1), "cache format 1, expected 2"),
+    "other_format_version": (lambda f, good: _record(f, format=1), f"cache format 1, expected {CACHE_FORMAT}"),
     "payload_not_data": (lambda f, good: _record(f, **_payload({"pos": good.pos})),
                          "payload is a dict, not a Data"),
     "payload_not_pickle": (lambda f, good: _record(f, payload=b"junk",

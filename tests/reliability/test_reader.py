@@ -217,9 +217,13 @@ def test_missing_events_are_named(data_dir, tmp_path):
     dm = datamodule(data_dir, tmp_path / "cache", num_train=NUM_EVENTS + 2)
     with pytest.raises(IndexError, match=rf"event index {NUM_EVENTS} but .* holds {NUM_EVENTS} events"):
         dm.prepare_data()
-    (data_dir / f"event{1002:09d}-truth.csv").unlink()
-    with pytest.raises(TrackMLFormatError, match="missing truth file for event 1002"):
+    # without its truth file an event is unlabelled (for pretraining; track finding refuses
+    # it by name, tests/test_cli.py); without its particles file, with a truth file, an error
+    (data_dir / f"event{1002:09d}-particles.csv").unlink()
+    with pytest.raises(TrackMLFormatError, match="missing particles file for event 1002"):
         datamodule(data_dir, tmp_path / "cache2").prepare_data()
+    (data_dir / f"event{1002:09d}-truth.csv").unlink()
+    assert not EventSource("trackml", data_dir=str(data_dir)).event(2).has_truth
 
 
 def test_the_coordinate_limit_is_configurable(data_dir, tmp_path):
