@@ -192,6 +192,25 @@ def test_learned_graph_study(tmp_path):
     assert (tmp_path / "learned_100.pt").is_file() and (tmp_path / "pair_filter_100.json").is_file()
 
 
+def test_full_labels_1k_gpu_script_dry_run_on_cpu(tmp_path):
+    """Issue 25's 1k full-label GPU run, tiny and on the CPU: fit, test of the best checkpoint,
+    edge-head step; the files the headline row reads are there and hold sane figures."""
+    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable,
+           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    proc = subprocess.run(["bash", str(STUDIES / "gpu_tracking" / "full_labels_1k.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "edge_head_gpu.json", "full_labels_1k_metrics.json", "full_labels_1k_train.csv",
+        "logs.txt", "run.log"], proc.stderr[-2000:]
+    m = json.loads((out / "full_labels_1k_metrics.json").read_text())["metrics"]
+    assert m["num_events"] == 2 and 0.0 <= m["trackml_score"] <= 1.0
+    assert 0.0 < m["ceiling_trackml_score"] <= 1.0
+    heads = [r["head"] for r in json.loads((out / "edge_head_gpu.json").read_text())["rows"]]
+    assert heads == ["mlp", "segment_pairs"]
+
+
 @pytest.mark.slow
 def test_gpu_tracking_study_dry_run_on_cpu(tmp_path):
     """The track-finding GPU run, tiny and on the CPU: every job ends and reports its figures."""
