@@ -12,6 +12,13 @@ with the config's simulator and graph, one per ``--particles`` count. Rows carry
 :class:`benchmarks.common.PeakMemory`), the number of hits and edges, and ``ratio_vs_mlp``.
 
     python -m benchmarks.edge_head --particles 150,1000
+    python -m benchmarks.edge_head --config configs/finetune/trackml_1k.yaml --heads segment_pairs \
+        --mode inference --particles 150,1000,10000
+
+``--mode inference`` times full-event inference instead (eval mode, no autograd: encoder, edge
+scores and track building, :meth:`TrackFinding.reconstruct`). With two or more ``--particles``
+values, ``scaling`` gives per head the exponents of a least-squares fit of log(median step time)
+and log(step memory, ``step_mib``) against log(hits): 1 is linear.
     python -m benchmarks.edge_head --device cuda --config configs/finetune/trackml_gpu.yaml \\
         --particles 1000,10000
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Optional
 
 import torch
@@ -44,9 +52,21 @@ def make_model(model_args: dict, head: str, device: torch.device, total_steps: i
 
 
 def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warmup: int,
-               steps: int, clip: Optional[float]) -> dict:
+               steps: int, clip: Optional[float], mode: str = "train") -> dict:
     torch.manual_seed(0)
     model, opt, sched = make_model(model_args, head, device)
+    if mode == "inference":
+        model.eval()
+
+        def infer(_i: int) -> None:
+            with torch.no_grad():
+                model.reconstruct(batch)
+
+        _, timed, mem = common.time_calls(infer, device, warmup, steps)
+        params = sum(p.numel() for p in model.head.parameters())
+        del model, opt, sched
+        common.free_device(device)
+        return {**common.ms_summary(timed), **mem, "head_params": params}
     y = model.edge_targets(batch)
     losses = []
 
@@ -68,6 +88,29 @@ def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warm
             "loss_first": round(losses[0], 5), "loss_last": round(losses[-1], 5)}
 
 
+def _slope(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of log(y) against log(x)."""
+    lx, ly = [math.log(v) for v in x], [math.log(v) for v in y]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def scaling(rows: list[dict]) -> dict:
+    """Per head: exponents of time and step memory against hits (None with < 2 sizes)."""
+    out = {}
+    for head in dict.fromkeys(r["head"] for r in rows):
+        rs = [r for r in rows if r["head"] == head]
+        hits = [r["hits"] for r in rs]
+        entry = {"hits": hits, "time_exponent": None, "memory_exponent": None}
+        if len(set(hits)) >= 2:
+            entry["time_exponent"] = round(_slope(hits, [r["ms_median"] for r in rs]), 3)
+            mem = [r.get("step_mib") for r in rs]
+            if all(m is not None and m > 0 for m in mem):
+                entry["memory_exponent"] = round(_slope(hits, mem), 3)
+        out[head] = entry
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -77,6 +120,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=("train", "inference"), default="train",
+                   help="train: one fine-tuning step (default); inference: encoder, edge scores "
+                        "and tracks of one event, no autograd")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
@@ -96,13 +142,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
             common.log(f"edge_head: {particles} particles, head {head}")
             row = {**size, "head": head,
                    **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
-                                steps=args.steps, clip=cfg["gradient_clip_val"])}
+                                steps=args.steps, clip=cfg["gradient_clip_val"], mode=args.mode)}
             if head == "mlp":
                 ref = row["ms_median"]
             row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
             rows.append(row)
-    doc = {"benchmark": "edge_head", "config": cfg["path"], "env": common.environment(device),
-           "warmup": args.warmup, "steps": args.steps, "rows": rows}
+    doc = {"benchmark": "edge_head", "mode": args.mode, "config": cfg["path"],
+           "env": common.environment(device), "warmup": args.warmup, "steps": args.steps,
+           "rows": rows, "scaling": scaling(rows)}
     common.write_doc(doc, args.out)
     print(json.dumps(doc, indent=1))
     return doc

@@ -324,6 +324,23 @@ def test_edge_head_benchmark_times_every_head_on_the_same_event(capsys, tmp_path
         eh.main(["--heads", "gat"])
 
 
+def test_edge_head_inference_mode_and_scaling_exponents(capsys):
+    doc = eh.main(["--particles", "20,60", "--heads", "segment_pairs", "--mode", "inference",
+                   "--steps", "1", "--warmup", "0"])
+    capsys.readouterr()
+    small, large = doc["rows"]
+    assert doc["mode"] == "inference" and large["hits"] > small["hits"] > 0
+    assert "loss_first" not in small  # no training step
+    fit = doc["scaling"]["segment_pairs"]
+    assert fit["hits"] == [small["hits"], large["hits"]]
+    import math
+    want = math.log(large["ms_median"] / small["ms_median"]) / math.log(large["hits"] / small["hits"])
+    assert fit["time_exponent"] == pytest.approx(want, abs=1e-3)
+    # the exponent of y = c x^k fitted back exactly
+    assert eh._slope([10, 100, 1000], [3 * v ** 1.5 for v in (10, 100, 1000)]) == pytest.approx(1.5)
+    assert eh.scaling([{"head": "mlp", "hits": 5, "ms_median": 1.0}])["mlp"]["time_exponent"] is None
+
+
 @pytest.mark.slow
 def test_dataset_memory_benchmark_runs_its_children_as_modules(tmp_path):
     proc = _module("dataset_memory", "--sizes", "2,4", "--particles", "10", "--batch-size", "2",
