@@ -183,6 +183,17 @@ def pair_distance2(coords: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
     return d2
 
 
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Indices [K] (int64) of the True entries of a 1-D bool mask, ascending.
+
+    On CPU numpy's ``flatnonzero`` is several times faster than ``torch.nonzero`` (~7x on
+    400k entries, one thread, torch 2.13); it shares memory with the returned tensor.
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
+
+
 def _r2(r: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     rt = torch.tensor(r, dtype=dtype, device=device)
     return rt * rt
@@ -426,7 +437,7 @@ def _test_ragged(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: t
     for col, p in zip(cols, per):
         sq = _delta2(col.index_select(0, b), col.index_select(0, a), p)
         d2 = sq if d2 is None else d2.add_(sq)
-    keep = (d2 <= r2).nonzero().squeeze(1)
+    keep = _nonzero(d2 <= r2)
     return (perm.index_select(0, a.index_select(0, keep)),
             perm.index_select(0, b.index_select(0, keep)))
 
@@ -494,7 +505,7 @@ def _scan_steps(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: to
                 _delta2(torch.index_select(col, 0, dst, out=d2), qcols[k][:m], p, tmp)
             else:
                 d2.add_(_delta2(torch.index_select(col, 0, dst, out=sq), qcols[k][:m], p, tmp))
-        keep = (d2 <= r2).nonzero().squeeze(1)
+        keep = _nonzero(d2 <= r2)
         out_a.append(perm_src[:m].index_select(0, keep))
         out_b.append(perm.index_select(0, dst.index_select(0, keep)))
     return torch.cat(out_a), torch.cat(out_b)
@@ -538,11 +549,11 @@ def _compiled_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
 
 # --------------------------------------------------------------------------- ordering
 def _sort_keys(keys: torch.Tensor) -> torch.Tensor:
-    """Sort an int64 key vector, in place on CPU (numpy's SIMD sort is ~2x torch's there,
-    and in place spares a large fresh allocation)."""
-    if keys.device.type == "cpu":
-        keys.numpy().sort()
-        return keys
+    """Sort an int64 key vector (non-negative keys: edge keys and the like).
+
+    On CPU torch sorts a 1-D integer tensor with a radix sort (fbgemm): ~2.3x numpy's
+    ``ndarray.sort`` on 1-11 M edge keys (34 bits) on one thread (torch 2.13, numpy 2.4).
+    """
     return torch.sort(keys).values
 
 
@@ -610,7 +621,7 @@ def _pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
 
 def radius_pairs(coords: torch.Tensor, r: float, *, batch: torch.Tensor | None = None,
                  periods: Sequence[float | None] | None = None, backend: str = "auto",
-                 chunk_size: int | None = None) -> torch.Tensor:
+                 chunk_size: int | None = None, sort: bool = True) -> torch.Tensor:
     """Every unordered pair of points within distance ``r``, once (like cKDTree.query_pairs).
 
     Args:
@@ -622,14 +633,19 @@ def radius_pairs(coords: torch.Tensor, r: float, *, batch: torch.Tensor | None =
         backend: "builtin", "torch_cluster", "pyg_lib" or "auto" (see :func:`radius_graph`).
         chunk_size: most candidate pairs expanded at once (bounds memory: ~50 bytes each);
             None: 2**22 on CPU, 2**25 on accelerators.
+        sort: False skips the orientation and the sort: each pair still appears once, as
+            ``(i, j)`` or ``(j, i)``, in an unspecified (but deterministic) order.
 
     Returns:
-        [2, M] long tensor on coords' device with ``row < col``, sorted by (row, col).
+        [2, M] long tensor on coords' device with ``row < col``, sorted by (row, col)
+        (``sort=True``).
     """
     i, j, _ = _pairs(coords, r, batch, periods, backend, chunk_size)
     n = coords.shape[0]
     if i.numel() == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=coords.device)
+    if not sort:
+        return torch.stack([i, j])
     bits = _key_bits(n)
     lo = torch.minimum(i, j)
     torch.maximum(i, j, out=j)
