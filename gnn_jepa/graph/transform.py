@@ -14,8 +14,9 @@ from gnn_jepa.graph.edge_filter import EdgeFilter
 from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
 from gnn_jepa.graph.metric_learning import LearnedFrame
-from gnn_jepa.graph.pair_filter import LayerPairFilter
-from gnn_jepa.graph.radius import radius_graph
+from gnn_jepa.graph.pair_filter import HitGeometry, LayerPairFilter, _check_data, hit_geometry
+from gnn_jepa.graph.radius import (_key_bits, _nonzero, _pack, _sort_keys, _unpack, radius_graph,
+                                   radius_pairs)
 
 __all__ = ["BuildGraph", "DEFAULT_GRAPH", "union_edges"]
 
@@ -117,10 +118,33 @@ class BuildGraph(BaseTransform):
 
     def edges(self, data: Data) -> Tensor:
         """This graph's ``edge_index`` [2, E] for ``data`` (members of ``union`` included),
-        without touching ``data``."""
+        without touching ``data``.
+
+        Every member without a neighbour cap or an edge filter takes the *pair path*: its
+        radius search yields each pair once (unsorted), the pair filter tests each pair once
+        (:meth:`LayerPairFilter.kept_pairs`, on per-hit quantities computed once per event
+        for all members), and both directions of the kept pairs of all members are merged
+        in one sort. Other members build their sorted edge_index as a lone BuildGraph does.
+        The edges are the same either way (``tests/graph/test_transform.py``).
+        """
         pos = getattr(data, "pos", None)
         if pos is None:
             raise ValueError("BuildGraph: data has no 'pos' attribute (x, y, z of each hit)")
+        members = [self, *self.union]
+        if len(members) == 1 and not self._pair_path():
+            return self._edge_index(data, pos)
+        geo: list[HitGeometry] = []  # filled by the first member that needs it
+        parts = [m._pairs(data, pos, geo) if m._pair_path() else m._edge_index(data, pos)
+                 for m in members]
+        return _merge(parts, pos.size(0))
+
+    def _pair_path(self) -> bool:
+        """Whether this member's edges are its radius pairs' both directions (no cap, no
+        edge filter), so it can work on pairs."""
+        return self.max_num_neighbors is None and self.edge_filter is None
+
+    def _edge_index(self, data: Data, pos: Tensor) -> Tensor:
+        """This member's own sorted edge_index (radius graph, pair filter, edge filter)."""
         batch = getattr(data, "batch", None)
         coords = self.frame.coords(pos)
         ei = radius_graph(coords, self.radius, batch=batch, periods=self.frame.periods,
@@ -133,9 +157,23 @@ class BuildGraph(BaseTransform):
             ei = ei[:, keep]
         if self.edge_filter is not None:
             ei = ei[:, self.edge_filter.keep(pos, ei)]
-        if self.union:
-            ei = union_edges([ei] + [m.edges(data) for m in self.union], pos.size(0))
         return ei
+
+    def _pairs(self, data: Data, pos: Tensor, geo: list[HitGeometry]) -> tuple[Tensor, bool]:
+        """This member's kept pairs [2, P] (each once, any orientation and order) and
+        whether it adds self-loops: its graph is both directions of each pair (+ loops)."""
+        coords = self.frame.coords(pos)
+        pairs = radius_pairs(coords, self.radius, batch=getattr(data, "batch", None),
+                             periods=self.frame.periods, backend=self.backend, sort=False)
+        if self.pair_filter is not None:
+            filt = self.pair_filter
+            _check_data(data, "LayerPairFilter")
+            if not filt._warned:  # counted in the edges of the graph, as apply() counts
+                filt._warn_unseen(data, pairs, per_pair=2, loops=self.loop)
+            if not geo:
+                geo.append(hit_geometry(pos, data.volume_id, data.layer_id))
+            pairs = pairs[:, filt.kept_pairs(geo[0], pairs[0], pairs[1])]
+        return pairs, self.loop
 
     def forward(self, data: Data) -> Data:
         pos = getattr(data, "pos", None)
@@ -162,6 +200,31 @@ class BuildGraph(BaseTransform):
         if self.union:
             extra += f", union={self.union!r}"
         return f"{type(self).__name__}(radius={self.radius:g}, frame={self.frame!r}{extra})"
+
+
+def _merge(parts: list, num_nodes: int) -> Tensor:
+    """Sorted set union of members' edges: a ``(pairs, loop)`` part stands for both
+    directions of its pairs (plus every self-loop when ``loop``), a tensor part for its
+    own edge_index. One sort of packed (source, target) keys, duplicates dropped."""
+    device = parts[0][0].device if isinstance(parts[0], tuple) else parts[0].device
+    bits = _key_bits(max(num_nodes, 1))
+    keys = []
+    loops = False
+    for part in parts:
+        if isinstance(part, tuple):
+            pairs, loop = part
+            keys += [_pack(pairs[0], pairs[1], bits), _pack(pairs[1], pairs[0], bits)]
+            loops |= loop
+        else:
+            keys.append(_pack(part[0], part[1], bits))
+    if loops:
+        ar = torch.arange(num_nodes, device=device)
+        keys.append(_pack(ar, ar, bits))
+    keys = _sort_keys(torch.cat(keys))
+    if len(parts) > 1 and keys.numel() > 1:  # one part alone holds each edge once
+        keys = keys.index_select(0, _nonzero(torch.cat([
+            torch.ones(1, dtype=torch.bool, device=device), keys[1:] != keys[:-1]])))
+    return _unpack(keys, bits)
 
 
 def union_edges(edge_indices: list[Tensor], num_nodes: int) -> Tensor:
