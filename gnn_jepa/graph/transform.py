@@ -205,26 +205,89 @@ class BuildGraph(BaseTransform):
 def _merge(parts: list, num_nodes: int) -> Tensor:
     """Sorted set union of members' edges: a ``(pairs, loop)`` part stands for both
     directions of its pairs (plus every self-loop when ``loop``), a tensor part for its
-    own edge_index. One sort of packed (source, target) keys, duplicates dropped."""
+    own edge_index."""
+    if all(isinstance(part, tuple) for part in parts):
+        return _symmetric_union([p for p, _ in parts], any(loop for _, loop in parts),
+                                num_nodes)
     device = parts[0][0].device if isinstance(parts[0], tuple) else parts[0].device
     bits = _key_bits(max(num_nodes, 1))
-    keys = []
-    loops = False
+    loops = any(isinstance(part, tuple) and part[1] for part in parts)
+    total = sum(2 * part[0].shape[1] if isinstance(part, tuple) else part.shape[1]
+                for part in parts) + (num_nodes if loops else 0)
+    keys = torch.empty(total, dtype=torch.long, device=device)
+    at = 0
     for part in parts:
         if isinstance(part, tuple):
-            pairs, loop = part
-            keys += [_pack(pairs[0], pairs[1], bits), _pack(pairs[1], pairs[0], bits)]
-            loops |= loop
+            (a, b), m = part[0], part[0].shape[1]
+            _pack(a, b, bits, out=keys[at:at + m])
+            _pack(b, a, bits, out=keys[at + m:at + 2 * m])
+            at += 2 * m
         else:
-            keys.append(_pack(part[0], part[1], bits))
+            m = part.shape[1]
+            _pack(part[0], part[1], bits, out=keys[at:at + m])
+            at += m
     if loops:
         ar = torch.arange(num_nodes, device=device)
-        keys.append(_pack(ar, ar, bits))
-    keys = _sort_keys(torch.cat(keys))
-    if len(parts) > 1 and keys.numel() > 1:  # one part alone holds each edge once
-        keys = keys.index_select(0, _nonzero(torch.cat([
-            torch.ones(1, dtype=torch.bool, device=device), keys[1:] != keys[:-1]])))
-    return _unpack(keys, bits)
+        _pack(ar, ar, bits, out=keys[at:])
+    return _unpack(_unique_sorted(_sort_keys(keys)), bits)
+
+
+def _unique_sorted(keys: Tensor) -> Tensor:
+    """Sorted keys without repeats."""
+    if keys.numel() < 2:
+        return keys
+    first = torch.ones(keys.numel(), dtype=torch.bool, device=keys.device)
+    torch.ne(keys[1:], keys[:-1], out=first[1:])
+    return keys.index_select(0, _nonzero(first))
+
+
+def _symmetric_union(pairs: list[Tensor], loops: bool, num_nodes: int) -> Tensor:
+    """Both directions of the union of unordered ``pairs`` (+ every self-loop), sorted by
+    (source, target), as PyG's coalesce would give, from two sorts of half the size.
+
+    The pairs as ``lo < hi`` keys, sorted and deduplicated, list every node's larger
+    neighbours in order; a stable sort of the same list by ``hi`` lists every node's smaller
+    neighbours in order. Row ``s`` of the result is its smaller neighbours, then ``s``
+    itself with ``loops``, then its larger neighbours: each part is copied to its place.
+    (Sorting packed keys of twice the length costs ~1.5x as much: it leaves the cache.)
+    """
+    device = pairs[0].device
+    n = num_nodes
+    bits = _key_bits(max(n, 1))
+    total = sum(p.shape[1] for p in pairs)
+    keys = torch.empty(total, dtype=torch.long, device=device)
+    at = 0
+    for p in pairs:
+        m = p.shape[1]
+        _pack(torch.minimum(p[0], p[1]), torch.maximum(p[0], p[1]), bits, out=keys[at:at + m])
+        at += m
+    keys = _sort_keys(keys)
+    if len(pairs) > 1:
+        keys = _unique_sorted(keys)
+    lo, hi = _unpack(keys, bits)
+    # hi < 2^bits: a short radix sort, shorter still on int32 (~0.6x the time on int64)
+    by_hi = torch.sort(hi.int() if n < 2 ** 31 else hi, stable=True).indices
+    lo_by_hi = lo.index_select(0, by_hi)
+    hi_sorted = hi.index_select(0, by_hi)
+    n_up = torch.bincount(lo, minlength=n)    # larger neighbours of each node
+    n_down = torch.bincount(hi, minlength=n)  # smaller neighbours
+    deg = n_up + n_down + (1 if loops else 0)
+    start = torch.cumsum(deg, 0) - deg
+    num = int(deg.sum())
+    out = torch.empty(2, num, dtype=torch.long, device=device)
+    out[0] = torch.repeat_interleave(torch.arange(n, device=device), deg, output_size=num)
+    # k-th entry of a sorted list sits at start[node] + offset + (k - first[node])
+    first_up = torch.cumsum(n_up, 0) - n_up
+    first_down = torch.cumsum(n_down, 0) - n_down
+    ar = torch.arange(keys.numel(), device=device)
+    pos_down = (start - first_down).index_select(0, hi_sorted).add_(ar)
+    pos_up = (start + n_down - first_up + (1 if loops else 0)).index_select(0, lo).add_(ar)
+    out[1].index_copy_(0, pos_down, lo_by_hi)
+    out[1].index_copy_(0, pos_up, hi)
+    if loops:
+        nodes = torch.arange(n, device=device)
+        out[1].index_copy_(0, start + n_down, nodes)
+    return out
 
 
 def union_edges(edge_indices: list[Tensor], num_nodes: int) -> Tensor:

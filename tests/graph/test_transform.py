@@ -157,3 +157,31 @@ def test_pair_path_gives_the_edge_index_path_edges(monkeypatch, sim_events, bloc
     assert torch.equal(BuildGraph(**block)(data.clone()).edge_index, ref)
     assert torch.equal(out.edge_attr, edge_features(data.pos, ref))
     assert torch.equal(out.y, edge_labels(data.particle_id, ref))
+
+
+@pytest.mark.parametrize("loops", [False, True])
+def test_symmetric_union_is_the_coalesced_union(loops):
+    """Both directions of several lists of unordered pairs (repeats across lists, either
+    orientation), plus self-loops: the same as PyG's coalesce of all directed edges."""
+    from torch_geometric.utils import coalesce
+
+    from gnn_jepa.graph.transform import _symmetric_union
+
+    g = torch.Generator().manual_seed(4)
+    n = 500
+    base = torch.randint(0, n, (2, 3000), generator=g)
+    base = base[:, base[0] != base[1]]
+    key = torch.unique(torch.minimum(base[0], base[1]) * n + torch.maximum(base[0], base[1]))
+    pairs = torch.stack([key // n, key % n])[:, torch.randperm(key.numel(), generator=g)]
+    parts = [pairs[:, :2000].flip(0), pairs[:, 1500:], pairs[:, :0]]
+    directed = torch.cat([torch.cat([p, p.flip(0)], 1) for p in parts], 1)
+    if loops:
+        directed = torch.cat([directed, torch.arange(n).repeat(2, 1)], 1)
+    ref = coalesce(directed, num_nodes=n)
+    assert torch.equal(_symmetric_union(parts, loops, n), ref)
+    assert torch.equal(_symmetric_union(parts[1:2], loops, n),
+                       coalesce(torch.cat([parts[1], parts[1].flip(0)]
+                                          + ([torch.arange(n).repeat(2, 1)] if loops else []),
+                                          1), num_nodes=n))
+    empty = _symmetric_union([torch.zeros(2, 0, dtype=torch.long)], loops, 3)
+    assert empty.tolist() == ([[0, 1, 2], [0, 1, 2]] if loops else [[], []])
