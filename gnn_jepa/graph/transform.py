@@ -275,17 +275,18 @@ def _symmetric_union(pairs: list[Tensor], loops: bool, num_nodes: int) -> Tensor
     start = torch.cumsum(deg, 0) - deg
     num = int(deg.sum())
     out = torch.empty(2, num, dtype=torch.long, device=device)
-    out[0] = torch.repeat_interleave(torch.arange(n, device=device), deg, output_size=num)
     # k-th entry of a sorted list sits at start[node] + offset + (k - first[node])
     first_up = torch.cumsum(n_up, 0) - n_up
     first_down = torch.cumsum(n_down, 0) - n_down
     ar = torch.arange(keys.numel(), device=device)
     pos_down = (start - first_down).index_select(0, hi_sorted).add_(ar)
     pos_up = (start + n_down - first_up + (1 if loops else 0)).index_select(0, lo).add_(ar)
-    out[1].index_copy_(0, pos_down, lo_by_hi)
-    out[1].index_copy_(0, pos_up, hi)
+    for at, src, dst in ((pos_down, hi_sorted, lo_by_hi), (pos_up, lo, hi)):
+        out[0].index_copy_(0, at, src)
+        out[1].index_copy_(0, at, dst)
     if loops:
         nodes = torch.arange(n, device=device)
+        out[0].index_copy_(0, start + n_down, nodes)
         out[1].index_copy_(0, start + n_down, nodes)
     return out
 
