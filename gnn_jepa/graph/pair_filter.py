@@ -457,13 +457,14 @@ class LayerPairFilter:
                 ia, ib = torch.where(swap, cb, ca), torch.where(swap, ca, cb)
             r1, r2 = geo.r.index_select(0, ia), geo.r.index_select(0, ib)
             z1, z2 = geo.z.index_select(0, ia), geo.z.index_select(0, ib)
-            # the operations of pair_geometry, in its order
-            dr = r2 - r1
-            z0 = z1 - r1 * (z2 - z1) / dr
-            slope = wrap_phi(geo.phi.index_select(0, ib) - geo.phi.index_select(0, ia)).abs() \
-                / dr.abs()
-            z0 = torch.nan_to_num(z0, nan=math.inf)
-            slope = torch.nan_to_num(slope, nan=math.inf)
+            # the operations of pair_geometry, in its order (in place where a temporary is
+            # free): z0 = z1 - r1 * (z2 - z1) / dr, slope = |wrap(phi2 - phi1)| / |dr|
+            dr = r2.sub_(r1)
+            z0 = torch.sub(z1, r1.mul_(z2.sub_(z1)).div_(dr), out=z1)
+            dphi = geo.phi.index_select(0, ib).sub_(geo.phi.index_select(0, ia))
+            slope = wrap_phi(dphi).abs_().div_(dr.abs_())
+            z0.nan_to_num_(nan=math.inf)
+            slope.nan_to_num_(nan=math.inf)
             ok = ((z0 >= lo.index_select(0, row)) & (z0 <= hi.index_select(0, row))
                   & (slope <= smax.index_select(0, row)))
             out.append(sel.index_select(0, _nonzero(ok)) + start)
