@@ -399,13 +399,12 @@ def _builtin_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
         count = (torch.cat([own_end[:, None], e], 1).view(-1) - start).clamp_(min=0)
     else:
         start, count = own_start, (own_end - own_start).clamp_(min=0)
-    src = torch.arange(n, device=device).repeat_interleave(len(offsets) + 1)
-    live = (count > 0).nonzero().squeeze(1)
+    live = _nonzero(count > 0)
     if live.numel() == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=device)
     count = count.index_select(0, live)
     start = start.index_select(0, live)
-    src = src.index_select(0, live)
+    src = torch.div(live, len(offsets) + 1, rounding_mode="floor")  # query -> its point
     del live
 
     cols = [coords[:, k].to(dtype).index_select(0, perm).contiguous() for k in range(dim)]
