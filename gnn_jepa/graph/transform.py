@@ -172,7 +172,7 @@ class BuildGraph(BaseTransform):
                 filt._warn_unseen(data, pairs, per_pair=2, loops=self.loop)
             if not geo:
                 geo.append(hit_geometry(pos, data.volume_id, data.layer_id))
-            pairs = pairs[:, filt.kept_pairs(geo[0], pairs[0], pairs[1])]
+            pairs = pairs.index_select(1, filt.kept_pairs(geo[0], pairs[0], pairs[1]))
         return pairs, self.loop
 
     def forward(self, data: Data) -> Data:
