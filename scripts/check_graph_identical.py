@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTRA_GRAPHS = {
     "capped_eta_phi": {"kind": "eta_phi", "w_eta": 0.1, "w_phi": 1.0, "w_r": 2e-4,
                        "radius": 0.09, "max_num_neighbors": 35},
-    "learned_loop_union": {"kind": "learned", "embedding": "trackml", "pair_filter": "trackml_all_pt",
-                           "radius": 0.04, "loop": True,
+    "learned_loop_union": {"kind": "learned", "embedding": "trackml",
+                           "pair_filter": "trackml_all_pt", "radius": 0.04, "loop": True,
                            "union": [{"kind": "cylindrical", "radius": 0.03,
                                       "pair_filter": "trackml_pt1"}]},
     "union_directed_member": {"kind": "learned", "embedding": "trackml_pt1",

@@ -453,7 +453,8 @@ class LayerPairFilter:
                 ia = geo.order.index_select(0, vin.index_select(0, sel).bitwise_right_shift_(bits))
                 ib = geo.order.index_select(0, vout.index_select(0, sel).bitwise_right_shift_(bits))
             else:
-                swap, ca, cb = swap.index_select(0, sel), ca.index_select(0, sel), cb.index_select(0, sel)
+                swap = swap.index_select(0, sel)
+                ca, cb = ca.index_select(0, sel), cb.index_select(0, sel)
                 ia, ib = torch.where(swap, cb, ca), torch.where(swap, ca, cb)
             r1, r2 = geo.r.index_select(0, ia), geo.r.index_select(0, ib)
             z1, z2 = geo.z.index_select(0, ia), geo.z.index_select(0, ib)
