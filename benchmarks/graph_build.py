@@ -9,11 +9,18 @@ builds, the edge count and the mean degree.
 
 The reference (``--reference``, JSON of ``BuildGraph`` arguments) defaults to the (eta, phi)
 graph capped at 35 neighbours that the GPU configs used before the learned union graph.
+
+``ckdtree`` times scipy's ``cKDTree(...).query_pairs`` (tree build + query, one thread) on
+the very radius queries of the config's graph: for each member (the graph and its
+``union`` members) its frame coordinates (float64, periodic axes through ``boxsize`` as in
+``benchmarks/radius_graph.py``) at its radius; ``config_over_ckdtree`` is the whole build
+(radius searches, filters, union, features, labels) over the sum of those queries.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -44,6 +51,32 @@ def time_graph(graph: dict, data, repeat: int) -> dict:
             "mean_degree": round(edges / max(data.num_nodes, 1), 2)}
 
 
+def time_ckdtree(graph: dict, data, repeat: int) -> dict:
+    """Median seconds of cKDTree.query_pairs on each member's frame coordinates and radius."""
+    from scipy.spatial import cKDTree
+
+    from benchmarks.radius_graph import kdtree_input
+    from gnn_jepa.graph.transform import BuildGraph
+
+    build = BuildGraph(**graph)
+    members = []
+    for m in [build, *build.union]:
+        coords = m.frame.coords(data.pos).double().numpy()
+        pts, box = kdtree_input(coords.copy(), m.frame.periods)
+        times, pairs = [], None
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            pairs = cKDTree(pts, boxsize=box).query_pairs(m.radius, output_type="ndarray")
+            times.append(time.perf_counter() - t0)
+        members.append({"frame": repr(m.frame).split(",")[0] + ")", "radius": m.radius,
+                        "pairs": int(len(pairs)),
+                        "seconds_median": round(statistics.median(times), 4),
+                        "seconds_min": round(min(times), 4)})
+    return {"members": members,
+            "seconds_median": round(sum(m["seconds_median"] for m in members), 4),
+            "seconds_min": round(sum(m["seconds_min"] for m in members), 4)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-reference", action="store_true", help="skip the reference graph")
     a = p.parse_args(argv)
     if a.repeat < 1 or a.particles < 1:
         raise SystemExit("graph_build: --repeat and --particles must be >= 1")
@@ -68,10 +102,16 @@ def main(argv: list[str] | None = None) -> dict:
     doc = {"benchmark": "graph_build", "argv": sys.argv[1:] if argv is None else argv,
            "torch": torch.__version__, "platform": platform.platform(), "threads": a.threads,
            "hits": int(data.num_nodes), "particles": a.particles,
+           "load_average": [round(x, 2) for x in os.getloadavg()],
            "config": time_graph(cfg["graph"], data, a.repeat),
-           "reference": time_graph(a.reference, data, a.repeat)}
-    doc["config_over_reference"] = round(
-        doc["config"]["seconds_median"] / max(doc["reference"]["seconds_median"], 1e-12), 3)
+           "ckdtree": time_ckdtree(cfg["graph"], data, a.repeat)}
+    doc["config_over_ckdtree"] = round(
+        doc["config"]["seconds_median"] / max(doc["ckdtree"]["seconds_median"], 1e-12), 2)
+    if not a.no_reference:
+        doc["reference"] = time_graph(a.reference, data, a.repeat)
+        doc["config_over_reference"] = round(
+            doc["config"]["seconds_median"] / max(doc["reference"]["seconds_median"], 1e-12), 3)
+    doc["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(doc, indent=1))
     return doc
 

@@ -306,6 +306,13 @@ def test_graph_build_benchmark_times_the_config_graph_and_the_reference(capsys):
         assert 0 < row["seconds_min"] <= row["seconds_median"]
         assert row["edges"] > 0 and row["mean_degree"] == round(row["edges"] / doc["hits"], 2)
     assert doc["config_over_reference"] > 0
+    # cKDTree on each member's own radius query: the graph and its one union member
+    kd = doc["ckdtree"]
+    assert [m["radius"] for m in kd["members"]] == [doc["config"]["graph"]["radius"],
+                                                    doc["config"]["graph"]["union"][0]["radius"]]
+    assert all(m["pairs"] > 0 and 0 < m["seconds_min"] <= m["seconds_median"]
+               for m in kd["members"])
+    assert doc["config_over_ckdtree"] > 0
 
 
 def test_edge_head_benchmark_times_every_head_on_the_same_event(capsys, tmp_path):

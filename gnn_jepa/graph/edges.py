@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from gnn_jepa.geometry import cylindrical, wrap_phi
@@ -25,6 +26,8 @@ EDGE_FEATURES = ("dr", "dphi", "dz", "deta", "dist")
 #: detector layers are ~40-200 mm apart in r or |z| (mm scales), and graph edges span
 #: |dphi|, |deta| up to ~0.1 (angle scales).
 EDGE_FEATURE_SCALES = {"dr": 100.0, "dphi": 0.1, "dz": 100.0, "deta": 0.1, "dist": 100.0}
+#: Edges per chunk in :func:`edge_features` on CPU (temporaries of ~1 MB stay in cache).
+FEATURE_CHUNK = 1 << 15
 
 
 def _check_edge_index(edge_index: torch.Tensor, num_nodes: int, where: str) -> None:
@@ -32,9 +35,11 @@ def _check_edge_index(edge_index: torch.Tensor, num_nodes: int, where: str) -> N
         raise ValueError(f"{where}: edge_index must be [2, E], got {tuple(edge_index.shape)}")
     if edge_index.dtype != torch.long:
         raise ValueError(f"{where}: edge_index must be int64, got {edge_index.dtype}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"{where}: edge_index holds node {int(edge_index.max())} or "
-                         f"{int(edge_index.min())} outside [0, {num_nodes})")
+    if edge_index.numel():
+        lo, hi = (int(v) for v in torch.aminmax(edge_index))  # one pass
+        if lo < 0 or hi >= num_nodes:
+            raise ValueError(f"{where}: edge_index holds node {hi} or {lo} outside "
+                             f"[0, {num_nodes})")
 
 
 def edge_features(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -56,21 +61,53 @@ def edge_features(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     _check_edge_index(edge_index, pos.shape[0], "edge_features")
     src, dst = edge_index
     r, phi, z, eta = cylindrical(pos)
-    feats = torch.stack([
-        (r[dst] - r[src]) / EDGE_FEATURE_SCALES["dr"],
-        wrap_phi(phi[dst] - phi[src]) / EDGE_FEATURE_SCALES["dphi"],
-        (z[dst] - z[src]) / EDGE_FEATURE_SCALES["dz"],
-        (eta[dst] - eta[src]) / EDGE_FEATURE_SCALES["deta"],
-        torch.linalg.vector_norm(pos[dst] - pos[src], dim=1) / EDGE_FEATURE_SCALES["dist"],
-    ], 1)
+    if (pos.device.type != "cpu" or pos.dtype not in (torch.float32, torch.float64)
+            or (pos.requires_grad and torch.is_grad_enabled())):
+        return torch.stack([
+            (r[dst] - r[src]) / EDGE_FEATURE_SCALES["dr"],
+            wrap_phi(phi[dst] - phi[src]) / EDGE_FEATURE_SCALES["dphi"],
+            (z[dst] - z[src]) / EDGE_FEATURE_SCALES["dz"],
+            (eta[dst] - eta[src]) / EDGE_FEATURE_SCALES["deta"],
+            torch.linalg.vector_norm(pos[dst] - pos[src], dim=1) / EDGE_FEATURE_SCALES["dist"],
+        ], 1)
+    return _edge_features_cpu(pos, src, dst, r, phi, z, eta)
+
+
+def _edge_features_cpu(pos, src, dst, r, phi, z, eta) -> torch.Tensor:
+    """:func:`edge_features` on CPU: the same operations on the same values (bit for bit),
+    by chunks of edges with cache-sized temporaries. The per-hit values (r, phi, z, eta, x,
+    y, z) are one 32-byte row (float32) per hit, so one numpy gather per edge end fetches
+    them all; one subtraction gives every difference; the results go straight into the
+    [E, 5] output. ~3x the expression above on millions of edges (one thread)."""
+    num = src.numel()
+    feats = torch.empty(num, len(EDGE_FEATURES), dtype=pos.dtype)
+    if num == 0:
+        return feats
+    table = torch.stack([r, phi, z, eta, pos[:, 0], pos[:, 1], pos[:, 2], torch.zeros_like(r)],
+                        1).numpy()
+    rows = table.view(np.dtype((np.void, table.shape[1] * table.itemsize))).reshape(-1)
+    src_np, dst_np = src.numpy(), dst.numpy()
+    for lo in range(0, num, FEATURE_CHUNK):
+        hi = min(lo + FEATURE_CHUNK, num)
+        at_dst = torch.from_numpy(np.take(rows, dst_np[lo:hi]).view(table.dtype))
+        at_src = torch.from_numpy(np.take(rows, src_np[lo:hi]).view(table.dtype))
+        diff = at_dst.view(hi - lo, -1).sub_(at_src.view(hi - lo, -1))  # target - source
+        out = feats[lo:hi]
+        torch.div(diff[:, 0], EDGE_FEATURE_SCALES["dr"], out=out[:, 0])
+        torch.div(wrap_phi(diff[:, 1]), EDGE_FEATURE_SCALES["dphi"], out=out[:, 1])
+        torch.div(diff[:, 2], EDGE_FEATURE_SCALES["dz"], out=out[:, 2])
+        torch.div(diff[:, 3], EDGE_FEATURE_SCALES["deta"], out=out[:, 3])
+        # contiguous [m, 3] like pos[dst] - pos[src]: the norm reduces it the same way
+        torch.div(torch.linalg.vector_norm(diff[:, 4:7].contiguous(), dim=1),
+                  EDGE_FEATURE_SCALES["dist"], out=out[:, 4])
     return feats
 
 
 def edge_labels(particle_id: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
     """1.0 where an edge joins two hits of the same non-noise particle, else 0.0 ([E] float)."""
     _check_edge_index(edge_index, particle_id.shape[0], "edge_labels")
-    a = particle_id[edge_index[0]]
-    b = particle_id[edge_index[1]]
+    a = particle_id.index_select(0, edge_index[0])
+    b = particle_id.index_select(0, edge_index[1])
     return ((a == b) & (a != 0)).float()
 
 

@@ -28,6 +28,15 @@ on the detector's own events: ``gnn-jepa fit-graph``.
 
 Saved as small JSON (:meth:`LayerPairFilter.save`, format tag :data:`FORMAT_TAG`) and used by
 ``BuildGraph(..., pair_filter=path)``.
+
+Applying (:meth:`LayerPairFilter.kept_pairs`, what :meth:`~LayerPairFilter.apply` and
+``BuildGraph`` run) takes the per-hit quantities of :func:`hit_geometry`, computed once per
+event and shared by every filter and union member: float64 ``r, phi, z`` and each hit's rank
+in ``(|pos|, index)`` order, so orienting an edge is one integer comparison. The layer pair is
+looked up first, through a small dense table indexed by the two hits' (volume, layer) ids;
+z0 and the slope are computed, in float64 with the very operations of :func:`pair_geometry`,
+only for the edges whose layer pair was fitted. Decisions are bit-for-bit those of
+:func:`pair_geometry` followed by the window test (``tests/graph/test_pair_filter.py``).
 """
 from __future__ import annotations
 
@@ -35,15 +44,17 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from gnn_jepa.geometry import cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
 from gnn_jepa.graph.presets import file_digest, resolve_artifact
 
-__all__ = ["FORMAT_TAG", "LayerPairFilter", "UnseenLayerWarning", "pair_geometry", "pair_key"]
+__all__ = ["FORMAT_TAG", "HitGeometry", "LayerPairFilter", "UnseenLayerWarning",
+           "hit_geometry", "pair_geometry", "pair_key"]
 
 #: Tag stored in every saved filter; loading anything else fails.
 FORMAT_TAG = "gnn_jepa.LayerPairFilter/1"
@@ -135,6 +146,49 @@ def pair_geometry(pos: torch.Tensor, volume_id: torch.Tensor, layer_id: torch.Te
     return key, z0, slope
 
 
+class HitGeometry(NamedTuple):
+    """Per-hit quantities the filter gathers per edge (:func:`hit_geometry`), one event."""
+
+    rank: torch.Tensor | None  # [N] int64 rank in (|pos|, index) order; None if |pos| has NaN
+    order: torch.Tensor | None  # [N] int64 hit of each rank (rank's inverse)
+    dist: torch.Tensor         # [N] float64 |pos|
+    r: torch.Tensor            # [N] float64 hypot(x, y)
+    phi: torch.Tensor          # [N] float64 atan2(y, x)
+    z: torch.Tensor            # [N] float64
+    ids: torch.Tensor          # [N] int64 packed (volume, layer): volume * 2^15 + layer
+
+
+def hit_geometry(pos: torch.Tensor, volume_id: torch.Tensor,
+                 layer_id: torch.Tensor) -> HitGeometry:
+    """Per-hit inputs of :meth:`LayerPairFilter.kept_pairs`, once per event.
+
+    The float64 values are those :func:`pair_geometry` computes (the same torch functions on
+    ``pos.double()``), so per-edge results are bit-for-bit the same. Orientation: the inner
+    hit of an edge is the one of lower rank, where ranks order the hits by ``|pos|`` and then
+    by index (a stable sort), which is :func:`pair_geometry`'s rule when no ``|pos|`` is NaN
+    (then ``rank`` is None and the rule is applied to ``dist`` directly).
+    """
+    p = pos.double()
+    dist = torch.linalg.vector_norm(p, dim=1)
+    rank = order = None
+    if not bool(torch.isnan(dist).any()):
+        order = torch.sort(dist, stable=True).indices
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=order.device)
+    x, y, z = p.unbind(-1)
+    # as gnn_jepa.geometry.cylindrical, without the eta the filter does not use
+    return HitGeometry(rank, order, dist, torch.hypot(x, y), torch.atan2(y, x), z.contiguous(),
+                       volume_id.long() * _ID_MAX + layer_id.long())
+
+
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Ascending int64 indices of the True entries of a 1-D mask (numpy's ``flatnonzero``
+    on CPU: several times faster than ``torch.nonzero`` there)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
+
+
 class LayerPairFilter:
     """Per layer pair z0 window and largest |dphi/dr| of true segments (module docstring).
 
@@ -149,7 +203,7 @@ class LayerPairFilter:
     """
 
     #: edges per vectorised chunk in :meth:`apply`
-    chunk_size: int = 1 << 22
+    chunk_size: int = 1 << 20
 
     def __init__(self, keys: torch.Tensor, z0_min: torch.Tensor, z0_max: torch.Tensor,
                  slope_max: torch.Tensor, counts: torch.Tensor | None = None,
@@ -175,6 +229,7 @@ class LayerPairFilter:
         self.known_ids = torch.unique(torch.cat([keys // (_ID_MAX * _ID_MAX),
                                                  keys % (_ID_MAX * _ID_MAX)]))
         self._warned = False
+        self._tables: dict = {}
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -272,10 +327,19 @@ class LayerPairFilter:
             out["num_edges"] = int(edge_index.shape[1])
         return out
 
-    def _warn_unseen(self, data, edge_index: torch.Tensor) -> None:
+    def _warn_unseen(self, data, edge_index: torch.Tensor, per_pair: int = 1,
+                     loops: bool = False) -> None:
+        """Warn once (see :meth:`unseen_layers`). ``per_pair=2`` when ``edge_index`` holds
+        each pair once for a graph that holds both directions, ``loops`` when that graph
+        also has every self-loop: the counts are those of the graph's edge_index."""
         info = self.unseen_layers(data, edge_index)
         if info is None:
             return
+        info["edges"] *= per_pair
+        info["num_edges"] *= per_pair
+        if loops:
+            info["edges"] += info["hits"]
+            info["num_edges"] += info["num_hits"]
         self._warned = True
         ids = ", ".join(f"({v}, {lay})" for v, lay in info["ids"][:_LIST_IDS])
         if len(info["ids"]) > _LIST_IDS:
@@ -306,21 +370,106 @@ class LayerPairFilter:
         if not self._warned:
             self._warn_unseen(data, edge_index)
         dev = edge_index.device
-        num_edges = edge_index.shape[1]
-        keep = torch.zeros(num_edges, dtype=torch.bool, device=dev)
-        if num_edges == 0 or self.keys.numel() == 0:
+        keep = torch.zeros(edge_index.shape[1], dtype=torch.bool, device=dev)
+        if edge_index.shape[1] == 0 or self.keys.numel() == 0:
             return keep
-        vol, lay = data.volume_id.to(dev), data.layer_id.to(dev)
-        keys, lo = self.keys.to(dev), self.z0_min.to(dev)
-        hi, smax = self.z0_max.to(dev), self.slope_max.to(dev)
-        # chunks bound the float64 temporaries (~10 per edge) on graphs of 10^7+ edges
-        for start in range(0, num_edges, self.chunk_size):
-            ei = edge_index[:, start:start + self.chunk_size]
-            key, z0, slope = pair_geometry(data.pos, vol, lay, ei)
-            idx = torch.searchsorted(keys, key).clamp_max(keys.numel() - 1)
-            keep[start:start + ei.shape[1]] = ((keys[idx] == key) & (z0 >= lo[idx])
-                                               & (z0 <= hi[idx]) & (slope <= smax[idx]))
+        geo = hit_geometry(data.pos.to(dev), data.volume_id.to(dev), data.layer_id.to(dev))
+        keep[self.kept_pairs(geo, edge_index[0], edge_index[1])] = True
         return keep
+
+    def _lookup(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(known_ids, table)`` on ``device``: ``table[c1 * (K + 1) + c2]`` is the row of the
+        fitted pair (known id number c1 -> c2) or -1; number K stands for every unknown id."""
+        key = str(device)
+        if key not in self._tables:
+            known = self.known_ids.to(device)
+            k1 = known.numel() + 1
+            table = torch.full((k1 * k1,), -1, dtype=torch.int32, device=device)
+            keys = self.keys.to(device)
+            c1 = torch.searchsorted(known, keys // (_ID_MAX * _ID_MAX))
+            c2 = torch.searchsorted(known, keys % (_ID_MAX * _ID_MAX))
+            table[c1 * k1 + c2] = torch.arange(keys.numel(), dtype=torch.int32, device=device)
+            self._tables[key] = (known, table)
+        return self._tables[key]
+
+    def hit_codes(self, geo: HitGeometry) -> torch.Tensor:
+        """Per hit ``rank << B | c``, ``c`` the number of its (volume, layer) id among the
+        filter's K known ids (K for an id it never saw) and ``B`` the bits of K; int32 when
+        it fits. The inner hit of an edge is then the end of smaller code. Without ranks
+        (NaN ``|pos|``) just ``c``. For :meth:`kept_pairs`."""
+        known, _ = self._lookup(geo.ids.device)
+        num = known.numel()
+        if num == 0:
+            c = torch.zeros_like(geo.ids)
+        else:
+            at = torch.searchsorted(known, geo.ids).clamp_max_(num - 1)
+            c = torch.where(known.index_select(0, at) == geo.ids, at, num)
+        if geo.rank is None:
+            return c
+        bits = max(1, num.bit_length())
+        out = torch.bitwise_left_shift(geo.rank, bits).bitwise_or_(c)
+        if (geo.rank.numel() << bits) < 2 ** 31:
+            out = out.int()  # half the bytes per gather
+        return out
+
+    def kept_pairs(self, geo: HitGeometry, a: torch.Tensor, b: torch.Tensor,
+                   codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Ascending indices of the edges ``(a[e], b[e])`` the filter keeps (:meth:`apply`'s
+        decision, bit for bit; either orientation gives the same).
+
+        Args:
+            geo: :func:`hit_geometry` of the event.
+            a, b: [E] int64 hit indices.
+            codes: :meth:`hit_codes` of ``geo`` (computed when None).
+        """
+        dev = a.device
+        if a.numel() == 0 or self.keys.numel() == 0:
+            return torch.zeros(0, dtype=torch.long, device=dev)
+        if codes is None:
+            codes = self.hit_codes(geo)
+        known, table = self._lookup(dev)
+        k1 = known.numel() + 1
+        bits = max(1, known.numel().bit_length())
+        low = (1 << bits) - 1
+        lo, hi, smax = self.z0_min.to(dev), self.z0_max.to(dev), self.slope_max.to(dev)
+        out = []
+        # chunks bound the temporaries (a few int / float64 per edge) on 10^7+ edges
+        for start in range(0, a.numel(), self.chunk_size):
+            ca, cb = a[start:start + self.chunk_size], b[start:start + self.chunk_size]
+            va, vb = codes.index_select(0, ca), codes.index_select(0, cb)
+            if geo.rank is not None:
+                # rank in the high bits: the smaller code is the inner hit
+                vin, vout = torch.minimum(va, vb), torch.maximum(va, vb)
+                cell = torch.bitwise_and(vin, low).mul_(k1).add_(torch.bitwise_and(vout, low))
+            else:  # pair_geometry's rule itself on |pos|
+                da, db = geo.dist.index_select(0, ca), geo.dist.index_select(0, cb)
+                swap = (da > db) | ((da == db) & (ca > cb))
+                cell = torch.where(swap, vb * k1 + va, va * k1 + vb)
+            # layer pair first (integer lookups), then float64 on the fitted pairs only
+            row = table.index_select(0, cell)
+            sel = _nonzero(row >= 0)
+            row = row.index_select(0, sel)
+            if geo.rank is not None:
+                ia = geo.order.index_select(0, vin.index_select(0, sel).bitwise_right_shift_(bits))
+                ib = geo.order.index_select(0, vout.index_select(0, sel).bitwise_right_shift_(bits))
+            else:
+                swap = swap.index_select(0, sel)
+                ca, cb = ca.index_select(0, sel), cb.index_select(0, sel)
+                ia, ib = torch.where(swap, cb, ca), torch.where(swap, ca, cb)
+            r1, r2 = geo.r.index_select(0, ia), geo.r.index_select(0, ib)
+            z1, z2 = geo.z.index_select(0, ia), geo.z.index_select(0, ib)
+            # the operations of pair_geometry, in its order (in place where a temporary is
+            # free): z0 = z1 - r1 * (z2 - z1) / dr, slope = |wrap(phi2 - phi1)| / |dr|
+            dr = r2.sub_(r1)
+            z0 = torch.sub(z1, r1.mul_(z2.sub_(z1)).div_(dr), out=z1)
+            dphi = geo.phi.index_select(0, ib).sub_(geo.phi.index_select(0, ia))
+            slope = wrap_phi(dphi).abs_().div_(dr.abs_())
+            z0.nan_to_num_(nan=math.inf)
+            slope.nan_to_num_(nan=math.inf)
+            ok = ((z0 >= lo.index_select(0, row)) & (z0 <= hi.index_select(0, row))
+                  & (slope <= smax.index_select(0, row)))
+            out.append(sel.index_select(0, _nonzero(ok)) + start)
+        return torch.cat(out)
 
     __call__ = apply
 

@@ -183,6 +183,17 @@ def pair_distance2(coords: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
     return d2
 
 
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Indices [K] (int64) of the True entries of a 1-D bool mask, ascending.
+
+    On CPU numpy's ``flatnonzero`` is several times faster than ``torch.nonzero`` (~7x on
+    400k entries, one thread, torch 2.13); it shares memory with the returned tensor.
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
+
+
 def _r2(r: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     rt = torch.tensor(r, dtype=dtype, device=device)
     return rt * rt
@@ -310,8 +321,8 @@ def _grid(coords: torch.Tensor, h: float, batch: torch.Tensor | None,
 
 
 def _builtin_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
-                   periods: list[float | None], chunk_size: int) -> _Pairs:
-    """Every unordered pair within ``r`` once, as original indices ``(i, j)``, unsorted."""
+                   periods: list[float | None], chunk_size: int) -> torch.Tensor:
+    """Every unordered pair within ``r`` once, as original indices, unsorted: [2, M]."""
     device = coords.device
     n, dim = coords.shape
     dtype = _compute_dtype(coords)
@@ -388,14 +399,12 @@ def _builtin_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
         count = (torch.cat([own_end[:, None], e], 1).view(-1) - start).clamp_(min=0)
     else:
         start, count = own_start, (own_end - own_start).clamp_(min=0)
-    src = torch.arange(n, device=device).repeat_interleave(len(offsets) + 1)
-    live = (count > 0).nonzero().squeeze(1)
+    live = _nonzero(count > 0)
     if live.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
-        return empty, empty
+        return torch.zeros(2, 0, dtype=torch.long, device=device)
     count = count.index_select(0, live)
     start = start.index_select(0, live)
-    src = src.index_select(0, live)
+    src = torch.div(live, len(offsets) + 1, rounding_mode="floor")  # query -> its point
     del live
 
     cols = [coords[:, k].to(dtype).index_select(0, perm).contiguous() for k in range(dim)]
@@ -426,20 +435,29 @@ def _test_ragged(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: t
     for col, p in zip(cols, per):
         sq = _delta2(col.index_select(0, b), col.index_select(0, a), p)
         d2 = sq if d2 is None else d2.add_(sq)
-    keep = (d2 <= r2).nonzero().squeeze(1)
+    keep = _nonzero(d2 <= r2)
     return (perm.index_select(0, a.index_select(0, keep)),
             perm.index_select(0, b.index_select(0, keep)))
 
 
+def _cat_rows(out_a: list[torch.Tensor], out_b: list[torch.Tensor]) -> torch.Tensor:
+    """[2, M]: the concatenated ``out_a`` above the concatenated ``out_b`` (one copy)."""
+    total = sum(a.numel() for a in out_a)
+    out = torch.empty(2, total, dtype=out_a[0].dtype, device=out_a[0].device)
+    torch.cat(out_a, out=out[0])
+    torch.cat(out_b, out=out[1])
+    return out
+
+
 def _scan_ragged(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: torch.Tensor,
                  src: torch.Tensor, start: torch.Tensor, count: torch.Tensor, chunk_size: int,
-                 perm: torch.Tensor) -> _Pairs:
+                 perm: torch.Tensor) -> torch.Tensor:
     """Accelerator path: few large kernels, queries cut into chunks of about chunk_size
     candidates (a single longer query is a chunk of its own)."""
     cum = torch.cumsum(count, 0)
     total = int(cum[-1])
     if total <= chunk_size:
-        return _test_ragged(cols, per, r2, src, start, count, total, perm)
+        return torch.stack(_test_ragged(cols, per, r2, src, start, count, total, perm))
     cum = cum.cpu()
     marks = torch.arange(chunk_size, max(total, chunk_size), chunk_size)
     cuts = sorted({0, count.numel(), *torch.searchsorted(cum, marks, right=True).tolist()})
@@ -449,12 +467,12 @@ def _scan_ragged(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: t
         a, b = _test_ragged(cols, per, r2, src[lo:hi], start[lo:hi], count[lo:hi], tot, perm)
         out_a.append(a)
         out_b.append(b)
-    return torch.cat(out_a), torch.cat(out_b)
+    return _cat_rows(out_a, out_b)
 
 
 def _scan_steps(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: torch.Tensor,
                 src: torch.Tensor, start: torch.Tensor, count: torch.Tensor, chunk_size: int,
-                perm: torch.Tensor) -> _Pairs:
+                perm: torch.Tensor) -> torch.Tensor:
     """CPU path: queries sorted by decreasing run length; step t tests the t-th candidate
     of every query still running (a prefix), so each step is a handful of cache-friendly
     vector ops on preallocated buffers. The thin tail (few long runs) is expanded at once."""
@@ -494,15 +512,15 @@ def _scan_steps(cols: list[torch.Tensor], per: list[torch.Tensor | None], r2: to
                 _delta2(torch.index_select(col, 0, dst, out=d2), qcols[k][:m], p, tmp)
             else:
                 d2.add_(_delta2(torch.index_select(col, 0, dst, out=sq), qcols[k][:m], p, tmp))
-        keep = (d2 <= r2).nonzero().squeeze(1)
+        keep = _nonzero(d2 <= r2)
         out_a.append(perm_src[:m].index_select(0, keep))
         out_b.append(perm.index_select(0, dst.index_select(0, keep)))
-    return torch.cat(out_a), torch.cat(out_b)
+    return _cat_rows(out_a, out_b)
 
 
 # --------------------------------------------------------------------------- compiled
 def _compiled_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
-                    backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                    backend: str) -> torch.Tensor:
     """Pairs from torch_cluster / pyg_lib, queried with a slightly larger radius (their tie
     convention at distance == r is not ours) and then filtered by the exact test."""
     n = coords.shape[0]
@@ -533,16 +551,16 @@ def _compiled_pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
     once = i < j
     i, j = i[once], j[once]
     keep = pair_distance2(coords, i, j) <= _r2(r, dtype, coords.device)
-    return i[keep], j[keep]
+    return torch.stack([i[keep], j[keep]])
 
 
 # --------------------------------------------------------------------------- ordering
 def _sort_keys(keys: torch.Tensor) -> torch.Tensor:
-    """Sort an int64 key vector, in place on CPU (numpy's SIMD sort is ~2x torch's there,
-    and in place spares a large fresh allocation)."""
-    if keys.device.type == "cpu":
-        keys.numpy().sort()
-        return keys
+    """Sort an int64 key vector (non-negative keys: edge keys and the like).
+
+    On CPU torch sorts a 1-D integer tensor with a radix sort (fbgemm): ~2.3x numpy's
+    ``ndarray.sort`` on 1-11 M edge keys (34 bits) on one thread (torch 2.13, numpy 2.4).
+    """
     return torch.sort(keys).values
 
 
@@ -591,7 +609,8 @@ def _resolve_backend(backend: str, periods: list[float | None]) -> str:
 
 def _pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
            periods: Sequence[float | None] | None, backend: str,
-           chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor, list[float | None]]:
+           chunk_size: int | None) -> tuple[torch.Tensor, list[float | None]]:
+    """Every pair within ``r`` once, [2, M] in no particular orientation or order."""
     periods = _check_inputs(coords, r, batch, periods)
     if chunk_size is None:
         chunk_size = DEFAULT_CHUNK_SIZE if coords.device.type == "cpu" else DEFAULT_CHUNK_SIZE_ACCEL
@@ -599,18 +618,17 @@ def _pairs(coords: torch.Tensor, r: float, batch: torch.Tensor | None,
         raise ValueError(f"radius graph: chunk_size must be >= 1, got {chunk_size}")
     backend = _resolve_backend(backend, periods)
     if coords.shape[0] < 2:
-        empty = torch.zeros(0, dtype=torch.long, device=coords.device)
-        return empty, empty, periods
+        return torch.zeros(2, 0, dtype=torch.long, device=coords.device), periods
     if backend == "builtin":
-        i, j = _builtin_pairs(coords, float(r), batch, periods, int(chunk_size))
+        ij = _builtin_pairs(coords, float(r), batch, periods, int(chunk_size))
     else:
-        i, j = _compiled_pairs(coords, float(r), batch, backend)
-    return i, j, periods
+        ij = _compiled_pairs(coords, float(r), batch, backend)
+    return ij, periods
 
 
 def radius_pairs(coords: torch.Tensor, r: float, *, batch: torch.Tensor | None = None,
                  periods: Sequence[float | None] | None = None, backend: str = "auto",
-                 chunk_size: int | None = None) -> torch.Tensor:
+                 chunk_size: int | None = None, sort: bool = True) -> torch.Tensor:
     """Every unordered pair of points within distance ``r``, once (like cKDTree.query_pairs).
 
     Args:
@@ -622,14 +640,18 @@ def radius_pairs(coords: torch.Tensor, r: float, *, batch: torch.Tensor | None =
         backend: "builtin", "torch_cluster", "pyg_lib" or "auto" (see :func:`radius_graph`).
         chunk_size: most candidate pairs expanded at once (bounds memory: ~50 bytes each);
             None: 2**22 on CPU, 2**25 on accelerators.
+        sort: False skips the orientation and the sort: each pair still appears once, as
+            ``(i, j)`` or ``(j, i)``, in an unspecified (but deterministic) order.
 
     Returns:
-        [2, M] long tensor on coords' device with ``row < col``, sorted by (row, col).
+        [2, M] long tensor on coords' device with ``row < col``, sorted by (row, col)
+        (``sort=True``).
     """
-    i, j, _ = _pairs(coords, r, batch, periods, backend, chunk_size)
+    ij, _ = _pairs(coords, r, batch, periods, backend, chunk_size)
     n = coords.shape[0]
-    if i.numel() == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=coords.device)
+    if ij.shape[1] == 0 or not sort:
+        return ij
+    i, j = ij[0], ij[1]
     bits = _key_bits(n)
     lo = torch.minimum(i, j)
     torch.maximum(i, j, out=j)
@@ -674,7 +696,8 @@ def radius_graph(coords: torch.Tensor, r: float, *, batch: torch.Tensor | None =
     if max_num_neighbors is not None and int(max_num_neighbors) < 1:
         raise ValueError(f"radius graph: max_num_neighbors must be >= 1 or None, "
                          f"got {max_num_neighbors}")
-    i, j, periods = _pairs(coords, r, batch, periods, backend, chunk_size)
+    ij, periods = _pairs(coords, r, batch, periods, backend, chunk_size)
+    i, j = ij[0], ij[1]
     n = coords.shape[0]
     device = coords.device
     bits = _key_bits(max(n, 1))

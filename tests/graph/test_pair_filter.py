@@ -13,7 +13,9 @@ from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.simulator import Simulator
 from gnn_jepa.graph.edges import edge_features, edge_labels, true_segments
 from gnn_jepa.graph.metric_learning import HitEmbedding
-from gnn_jepa.graph.pair_filter import FORMAT_TAG, LayerPairFilter, pair_geometry, pair_key
+from gnn_jepa.graph.pair_filter import (FORMAT_TAG, LayerPairFilter, UnseenLayerWarning,
+                                       hit_geometry, pair_geometry, pair_key)
+from gnn_jepa.graph.radius import radius_graph
 from gnn_jepa.graph.transform import BuildGraph
 
 
@@ -290,3 +292,75 @@ def test_fit_pool_floors_sparse_pairs():
     probe = _hits([(200.0, 0.0, 10.0, 8, 4), (300.0, 0.0, 12.5, 8, 6)])  # z0 = 5
     assert alone(probe, torch.tensor([[0], [1]])).tolist() == [False]
     assert pooled(probe, torch.tensor([[0], [1]])).tolist() == [True]
+
+
+# --------------------------------------------------------------------------- fast path
+def _reference_keep(filt: LayerPairFilter, data: Data, ei: torch.Tensor) -> torch.Tensor:
+    """The decision as stated: pair_geometry, then the key lookup and the window test."""
+    key, z0, slope = pair_geometry(data.pos, data.volume_id, data.layer_id, ei)
+    idx = torch.searchsorted(filt.keys, key).clamp_max(filt.keys.numel() - 1)
+    return ((filt.keys[idx] == key) & (z0 >= filt.z0_min[idx]) & (z0 <= filt.z0_max[idx])
+            & (slope <= filt.slope_max[idx]))
+
+
+def _awkward(d: Data) -> tuple[Data, torch.Tensor]:
+    """d plus hits that stress orientation and z0, and the edges [2, 62] pairing each with
+    a hit of d: 40 exact copies (dr == 0, equal |pos|), 20 hits mirrored in z (equal |pos|,
+    same r), one on the beam axis (r = 0) and one on an unknown id."""
+    g = torch.Generator().manual_seed(5)
+    n = d.num_nodes
+    pick = torch.randint(0, n, (40,), generator=g)
+    mirrored = d.pos[pick[:20]] * torch.tensor([1.0, 1.0, -1.0])
+    axis = torch.tensor([[0.0, 0.0, 350.0]])
+    pos = torch.cat([d.pos, d.pos[pick], mirrored, axis, d.pos[:1] * 1.01])
+    vol = torch.cat([d.volume_id, d.volume_id[pick], d.volume_id[pick[:20]],
+                     d.volume_id[:1], torch.tensor([99])])
+    lay = torch.cat([d.layer_id, d.layer_id[pick], d.layer_id[pick[:20]], d.layer_id[:1],
+                     d.layer_id[:1]])
+    partner = torch.cat([pick, pick[:20], torch.randint(0, n, (2,), generator=g)])
+    ei = torch.stack([torch.arange(n, n + 62), partner])
+    return Data(pos=pos, volume_id=vol, layer_id=lay, num_nodes=n + 62), ei
+
+
+def test_apply_is_bit_for_bit_the_reference_decision(events):
+    """apply() (hit_geometry + kept_pairs: rank orientation, layer pair first, float64 on
+    the fitted pairs only) equals pair_geometry's decision on every candidate edge, with
+    ties in |pos|, coincident hits, a hit on the beam axis and an unknown id."""
+    filt = LayerPairFilter.fit(events[:2], pt_min=0.0)
+    d, odd = _awkward(events[2])
+    ei = torch.cat([radius_graph(d.pos / 1000.0, 0.12), odd], 1)  # pairs within 12 cm
+    ei = torch.cat([ei, ei.flip(0)], 1)
+    ref = _reference_keep(filt, d, ei)
+    with pytest.warns(UnseenLayerWarning):
+        keep = filt(d, ei)
+    assert torch.equal(keep, ref)
+    assert 0 < int(keep.sum()) < keep.numel()
+    # int64 hit codes (large events) give the same; so does the |pos| rule without ranks
+    geo = hit_geometry(d.pos, d.volume_id, d.layer_id)
+    assert torch.equal(filt.kept_pairs(geo, ei[0], ei[1], filt.hit_codes(geo).long()),
+                       ref.nonzero().squeeze(1))
+    no_rank = geo._replace(rank=None, order=None)
+    assert torch.equal(filt.kept_pairs(no_rank, ei[0], ei[1]), ref.nonzero().squeeze(1))
+    filt.chunk_size = 1000  # chunks change nothing
+    assert torch.equal(filt.kept_pairs(geo, ei[0], ei[1]), ref.nonzero().squeeze(1))
+
+
+def test_apply_with_nan_positions_follows_pair_geometry(hand):
+    data, filt = hand
+    data.pos[3] = float("nan")
+    ei = _both_ways(torch.tensor([[0, 0, 0, 0, 5, 3], [1, 2, 3, 4, 6, 1]]))
+    assert hit_geometry(data.pos, data.volume_id, data.layer_id).rank is None
+    assert torch.equal(filt(data, ei), _reference_keep(filt, data, ei))
+
+
+@pytest.mark.parametrize("p_first", [True, False])
+def test_equal_distance_pairs_orient_by_index(p_first):
+    """Hits P = (r 32, z 40) and Q = (r 40, z 32) lie at the same |pos|: the smaller index is
+    the inner hit, so only the order with P first matches the fitted (8, 2) -> (8, 4)."""
+    rows = [(32.0, 0.0, 40.0, 8, 2), (40.0, 0.0, 32.0, 8, 4)]
+    data = _hits(rows if p_first else rows[::-1])
+    filt = LayerPairFilter(torch.tensor([pair_key(8, 2, 8, 4)]), torch.tensor([-100.0]),
+                           torch.tensor([100.0]), torch.tensor([1.0]))
+    ei = _both_ways(torch.tensor([[0], [1]]))
+    assert torch.equal(filt(data, ei), _reference_keep(filt, data, ei))
+    assert filt(data, ei).tolist() == [p_first, p_first]  # z0 = 72 when P is inner

@@ -267,3 +267,13 @@ def test_ragged_accelerator_path_on_cpu(monkeypatch, chunk):
         coords, r, periods, batch = random_case(seed)
         got = radius_pairs(coords, r, periods=periods, batch=batch, chunk_size=chunk)
         assert torch.equal(got, brute_pairs(coords, r, periods, batch))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unsorted_pairs_are_the_same_pairs(seed):
+    coords, r, periods, batch = random_case(seed)
+    ref = radius_pairs(coords, r, periods=periods, batch=batch)
+    raw = radius_pairs(coords, r, periods=periods, batch=batch, sort=False)
+    assert raw.shape == ref.shape
+    lo, hi = raw.min(0).values, raw.max(0).values
+    assert torch.equal(torch.unique(lo * coords.shape[0] + hi), ref[0] * coords.shape[0] + ref[1])

@@ -11,7 +11,7 @@ from torch_geometric.utils import is_undirected
 from gnn_jepa.graph.edges import edge_features, edge_labels
 from gnn_jepa.graph.frames import GraphFrame
 from gnn_jepa.graph.radius import radius_graph
-from gnn_jepa.graph.transform import BuildGraph
+from gnn_jepa.graph.transform import BuildGraph, union_edges
 
 
 def small_event(seed: int = 0, n_tracks: int = 6) -> Data:
@@ -114,3 +114,74 @@ def test_union_edges_of_batched_events_stays_within_events():
     assert torch.equal(out.batch[out.edge_index[0]], out.batch[out.edge_index[1]])
     single = t(a.clone())
     assert torch.equal(out.edge_index[:, out.batch[out.edge_index[0]] == 0], single.edge_index)
+
+
+@pytest.fixture(scope="module")
+def sim_events():
+    from gnn_jepa.data.convert import event_to_data
+    from gnn_jepa.data.simulator import Simulator
+
+    sim = Simulator.from_preset("trackml", num_particles=300)
+    return [event_to_data(sim.simulate(seed, seed)) for seed in (41, 42)]
+
+
+SHIPPED = {"kind": "learned", "embedding": "trackml_pt1", "pair_filter": "trackml_pt1",
+           "radius": 0.06}
+ALL_PT = {"kind": "learned", "embedding": "trackml", "pair_filter": "trackml_all_pt",
+          "radius": 0.08}
+
+
+@pytest.mark.parametrize("block", [
+    {**SHIPPED, "union": [ALL_PT]},                       # the GPU configs' graph
+    {**ALL_PT},                                           # one member
+    {**ALL_PT, "loop": True, "union": [{"radius": 0.05, "kind": "eta_phi", "w_eta": 0.1,
+                                        "w_r": 2e-4, "pair_filter": "trackml_all_pt"}]},
+    {**SHIPPED, "union": [{"radius": 0.1, "kind": "eta_phi", "w_eta": 0.1, "w_r": 2e-4,
+                           "max_num_neighbors": 6, "undirected": False}]},
+])
+@pytest.mark.parametrize("batched", [False, True])
+def test_pair_path_gives_the_edge_index_path_edges(monkeypatch, sim_events, block, batched):
+    """Members without a cap or edge filter work on pairs (filter once per pair, one merge
+    sort); the result is identical to building each member's sorted edge_index and taking
+    the coalesced union, as BuildGraph did before."""
+    data = Batch.from_data_list(sim_events) if batched else sim_events[0]
+    out = BuildGraph(**block)(data.clone())
+    monkeypatch.setattr(BuildGraph, "_pair_path", lambda self: False)
+    build = BuildGraph(**block)
+    ref = build._edge_index(data, data.pos)
+    if build.union:
+        ref = union_edges([ref] + [m._edge_index(data, data.pos) for m in build.union],
+                          data.num_nodes)
+    assert ref.shape[1] > 1000
+    assert torch.equal(out.edge_index, ref)
+    assert torch.equal(BuildGraph(**block)(data.clone()).edge_index, ref)
+    assert torch.equal(out.edge_attr, edge_features(data.pos, ref))
+    assert torch.equal(out.y, edge_labels(data.particle_id, ref))
+
+
+@pytest.mark.parametrize("loops", [False, True])
+def test_symmetric_union_is_the_coalesced_union(loops):
+    """Both directions of several lists of unordered pairs (repeats across lists, either
+    orientation), plus self-loops: the same as PyG's coalesce of all directed edges."""
+    from torch_geometric.utils import coalesce
+
+    from gnn_jepa.graph.transform import _symmetric_union
+
+    g = torch.Generator().manual_seed(4)
+    n = 500
+    base = torch.randint(0, n, (2, 3000), generator=g)
+    base = base[:, base[0] != base[1]]
+    key = torch.unique(torch.minimum(base[0], base[1]) * n + torch.maximum(base[0], base[1]))
+    pairs = torch.stack([key // n, key % n])[:, torch.randperm(key.numel(), generator=g)]
+    parts = [pairs[:, :2000].flip(0), pairs[:, 1500:], pairs[:, :0]]
+    directed = torch.cat([torch.cat([p, p.flip(0)], 1) for p in parts], 1)
+    if loops:
+        directed = torch.cat([directed, torch.arange(n).repeat(2, 1)], 1)
+    ref = coalesce(directed, num_nodes=n)
+    assert torch.equal(_symmetric_union(parts, loops, n), ref)
+    assert torch.equal(_symmetric_union(parts[1:2], loops, n),
+                       coalesce(torch.cat([parts[1], parts[1].flip(0)]
+                                          + ([torch.arange(n).repeat(2, 1)] if loops else []),
+                                          1), num_nodes=n))
+    empty = _symmetric_union([torch.zeros(2, 0, dtype=torch.long)], loops, 3)
+    assert empty.tolist() == ([[0, 1, 2], [0, 1, 2]] if loops else [[], []])
