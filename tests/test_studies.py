@@ -202,13 +202,14 @@ def test_full_labels_1k_gpu_script_dry_run_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        "edge_head_gpu.json", "full_labels_1k_metrics.json", "full_labels_1k_train.csv",
-        "logs.txt", "run.log"], proc.stderr[-2000:]
+        "edge_head_gpu_10k.json", "edge_head_gpu_1k.json", "full_labels_1k_metrics.json",
+        "full_labels_1k_train.csv", "logs.txt", "run.log"], proc.stderr[-2000:]
     m = json.loads((out / "full_labels_1k_metrics.json").read_text())["metrics"]
     assert m["num_events"] == 2 and 0.0 <= m["trackml_score"] <= 1.0
     assert 0.0 < m["ceiling_trackml_score"] <= 1.0
-    heads = [r["head"] for r in json.loads((out / "edge_head_gpu.json").read_text())["rows"]]
-    assert heads == ["mlp", "segment_pairs"]
+    for name, heads in (("1k", ["mlp", "segment_pairs"]), ("10k", ["interaction", "segment_pairs"])):
+        rows = json.loads((out / f"edge_head_gpu_{name}.json").read_text())["rows"]
+        assert [r["head"] for r in rows] == heads
 
 
 @pytest.mark.slow

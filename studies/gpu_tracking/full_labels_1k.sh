@@ -3,14 +3,18 @@
 # configs/finetune/trackml_1k.yaml (segment-pair head, shipped graph + edge filter, 200
 # labelled events, early stopping on the validation TrackML score) from scratch, for at most
 # FIT_TIME of training; its best checkpoint tested on the config's 20 held-out events (TrackML
-# score, DM efficiency, fake rate, the graph's ceiling on the same events); then one step of each
-# edge head at 1,000 and 10,000 particles (python -m benchmarks.edge_head, time and memory).
+# score, DM efficiency, fake rate, the graph's ceiling on the same events); then one training
+# step of the MLP and segment-pair heads at 1,000 particles (this config), and of the interaction
+# and segment-pair heads at 10,000 particles (configs/finetune/trackml_gpu.yaml, its graph):
+# python -m benchmarks.edge_head, time and GPU memory, to decide whether the 10k config can
+# take the segment-pair head.
 #
 #   OUT=dir bash studies/gpu_tracking/full_labels_1k.sh
 #   GPU_TRACKING_SMOKE=1 PYTHON=.venv/bin/python OUT=/tmp/o bash studies/gpu_tracking/full_labels_1k.sh  # CPU dry run
 #
 # Files in $OUT: full_labels_1k_metrics.json (the test's metrics.json), full_labels_1k_train.csv
-# (the run's metrics.csv: validation scores per step), edge_head_gpu.json, run.log, logs.txt.
+# (the run's metrics.csv: validation scores per step), edge_head_gpu_1k.json,
+# edge_head_gpu_10k.json, run.log, logs.txt.
 # The headline row: benchmarks/results/headline.json tracking["1k_full"], from the first file.
 set -uo pipefail
 
@@ -34,11 +38,11 @@ if [[ "$SMOKE" == "1" ]]; then
         --data.num_workers 0 --data.prepare_workers 0 --trainer.accelerator cpu
         --trainer.max_steps 4 --trainer.val_check_interval 2)
   FIT_TIME=00:00:02:00; FIT_LIMIT=300; TEST_LIMIT=120; BENCH_LIMIT=120
-  BENCH=(--device cpu --particles 40 --steps 1 --warmup 0)
+  BENCH=(--device cpu --steps 1 --warmup 0); P1K=40; P10K=60
 else
   DATA=(--data.prepare_workers 16 --data.num_workers 4)
-  FIT_TIME=00:00:05:30; FIT_LIMIT=400; TEST_LIMIT=90; BENCH_LIMIT=100
-  BENCH=(--device cuda --particles 1000,10000 --steps 5 --warmup 2)
+  FIT_TIME=00:00:05:00; FIT_LIMIT=370; TEST_LIMIT=90; BENCH_LIMIT=60
+  BENCH=(--device cuda --steps 5 --warmup 2); P1K=1000; P10K=10000
 fi
 COMMON=(--config "$CFG" --model.mode scratch --trainer.enable_progress_bar false
         --trainer.logger.init_args.save_dir "$WORK" --data.cache_dir "$WORK/cache" "${DATA[@]}")
@@ -59,9 +63,13 @@ if [[ -n "$CKPT" ]]; then
 else
   say "no best checkpoint (did a validation run?): no test"
 fi
-say "edge heads: ${BENCH[*]}"
+say "edge heads at $P1K particles: ${BENCH[*]}"
 timeout -k 5 "$BENCH_LIMIT" "$PY" -m benchmarks.edge_head --config "$CFG" --heads mlp,segment_pairs \
-  "${BENCH[@]}" --out "$OUT/edge_head_gpu.json" >"$WORK/edge_head.log" 2>&1
-say "edge heads rc=$?"
+  --particles "$P1K" "${BENCH[@]}" --out "$OUT/edge_head_gpu_1k.json" >"$WORK/edge_head.log" 2>&1
+say "edge heads 1k rc=$?"
+timeout -k 5 "$BENCH_LIMIT" "$PY" -m benchmarks.edge_head --config configs/finetune/trackml_gpu.yaml \
+  --heads interaction,segment_pairs --particles "$P10K" "${BENCH[@]}" \
+  --out "$OUT/edge_head_gpu_10k.json" >>"$WORK/edge_head.log" 2>&1
+say "edge heads 10k rc=$?"
 tail -n 40 "$WORK/fit.log" "$WORK/test.log" "$WORK/edge_head.log" >"$OUT/logs.txt" 2>/dev/null
 say "done"
