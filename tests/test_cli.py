@@ -223,6 +223,8 @@ def test_colliderml_configs_end_to_end(tmp_path, capsys):
     fine-tune, test (TrackML score and the task's metrics), predict the task's submission;
     the submission, scored against the shards' own truth, gives the test's task metrics."""
     pq = pytest.importorskip("pyarrow.parquet")
+    import pandas as pd
+
     from gnn_jepa.tracking.colliderml_metrics import read_predictions, score_tables
 
     main(["simulate", "--format", "colliderml", "--num-events", "8", "--num-particles", "20",
@@ -265,3 +267,8 @@ def test_colliderml_configs_end_to_end(tmp_path, capsys):
                                                       "py": float, "primary": bool}))
     for k, v in scored.items():
         assert m[f"colliderml_{k}"] == pytest.approx(v, abs=1e-12), k
+    # predicting needs no truth: the same test events from the hits-only shards
+    main(["predict", *tune, "--data.data_dir", str(hits_only), "--ckpt_path", ft,
+          "--model.output_dir", str(tmp_path / "out_hits")])
+    unlabelled = read_predictions(tmp_path / "out_hits" / "colliderml_predictions.parquet")
+    pd.testing.assert_frame_equal(unlabelled, preds)
