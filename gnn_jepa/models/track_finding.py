@@ -361,7 +361,9 @@ class TrackFinding(pl.LightningModule):
         self._predictions = []
 
     def on_predict_epoch_end(self) -> None:
-        path = write_predictions(self._predictions, self.output_folder())
+        # one file per process when several predict (each holds its own events)
+        rank = self.global_rank if self.trainer.world_size > 1 else None
+        path = write_predictions(self._predictions, self.output_folder(), rank=rank)
         rank_zero_info(f"ColliderML task submission ({len(self._predictions)} events): {path}")
         self._predictions = []
 

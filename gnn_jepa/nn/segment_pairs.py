@@ -202,10 +202,10 @@ class _ScatterMax(torch.autograd.Function):
         # only then are the tied columns found and counted
         tied, ties = index.new_zeros(0), None
         if int(torch.count_nonzero(win)) != groups * src.shape[1]:
-            per_column = src.new_ones(1, src.shape[0]) @ win.to(src.dtype)
-            tied = torch.nonzero(per_column[0] != groups).flatten()
-            ties = src.new_zeros(size, tied.numel()).index_add_(
-                0, index, win[:, tied].to(src.dtype))
+            # exact integer counts (a bf16 product would round counts above 256)
+            tied = torch.nonzero(torch.count_nonzero(win, dim=0) != groups).flatten()
+            ties = torch.zeros(size, tied.numel(), dtype=torch.float32, device=src.device)
+            ties.index_add_(0, index, win[:, tied].to(torch.float32))
         ctx.save_for_backward(index, win, tied, ties)
         return best.masked_fill_(torch.isneginf(best), 0.0)  # an empty group gives 0
 
@@ -214,7 +214,8 @@ class _ScatterMax(torch.autograd.Function):
         index, win, tied, ties = ctx.saved_tensors
         out = grad.index_select(0, index).mul_(win)
         if ties is not None:
-            out[:, tied] /= ties.index_select(0, index).clamp_min(1.0)
+            out[:, tied] = (out[:, tied].float() / ties.index_select(0, index).clamp_min(1.0)
+                            ).to(out.dtype)
         return out, None, None, None
 
 
@@ -240,15 +241,17 @@ def _mlp_of_sum(net: nn.Sequential, parts: list[tuple[Tensor, Tensor | None]]) -
         if idx is not None:
             y = x @ w.t()
             if not bias_added:
-                y = y + first.bias
+                y = y + first.bias.to(y.dtype)
                 bias_added = True
             y = y.index_select(0, idx)
-            out = y if out is None else out.add_(y)
+            out = y if out is None else out.add_(y.to(out.dtype))
         elif out is None:
             out = torch.addmm(first.bias, x, w.t())
             bias_added = True
-        else:
+        elif out.dtype == x.dtype == w.dtype:
             out = out.addmm_(x, w.t())
+        else:  # mixed precision: autocast applies to addmm, never to an in-place op
+            out = torch.addmm(out, x, w.t())
     return last(act(out))
 
 

@@ -112,7 +112,8 @@ def colliderml_metrics(event_id: Any, track_id: Any, particle_id: Any,
         primary_pt1: [N] bool, the hit's particle is primary with pT > 1 GeV; with
             ``num_primary_pt1`` gives ``physics_eff_pt1``, else it is ``nan``.
         num_primary_pt1: ``{event_id: number of primary pT > 1 particles}`` (the
-            denominator, particles without hits included) for every event of ``event_id``.
+            denominator, particles without hits included) for every event of ``event_id``;
+            events listed here without rows count in the denominator too.
         submitted: [N] bool, the hit is in the submission (default: all). Truth hits left
             out of a submission still count in their particle's number of hits (the
             completeness of ``trackml_eff``); submitted rows come first in row order.
@@ -158,7 +159,7 @@ def colliderml_metrics(event_id: Any, track_id: Any, particle_id: Any,
         missing = [int(x) for x in events if int(x) not in num_primary_pt1]
         if missing:
             raise ValueError(f"num_primary_pt1 lacks events {missing[:5]}")
-        den = sum(int(num_primary_pt1[int(x)]) for x in events)
+        den = sum(int(v) for v in num_primary_pt1.values())  # events without rows included
         found = np.unique(major_particle[flag[particle_first[major_particle]]])
         out["physics_eff_pt1"] = float(len(found) / den) if den else 0.0
     return out
@@ -201,8 +202,9 @@ def score_tables(predictions: pd.DataFrame, truth_hits: pd.DataFrame,
             ``physics_eff_pt1`` is ``nan``.
     """
     truth = truth_hits[["event_id", "hit_id", "particle_id"]].astype(np.int64)
-    # particle ids shifted by one so that 0 keeps meaning "not in the truth"
-    truth = truth.assign(particle_id=truth["particle_id"] + 1)
+    # particle ids shifted by one so that 0 keeps meaning "not in the truth"; nullable
+    # integers, so that the merge's missing rows do not turn large ids into floats
+    truth = truth.assign(particle_id=(truth["particle_id"] + 1).astype("Int64"))
     merged = predictions[list(PREDICTION_COLUMNS)].astype(np.int64).merge(
         truth, on=["event_id", "hit_id"], how="left", sort=False, indicator=True)
     # truth hits left out of the submission, after it: they count in |P| only
@@ -220,7 +222,8 @@ def score_tables(predictions: pd.DataFrame, truth_hits: pd.DataFrame,
                    else np.ones(len(particles), bool))
         sel = particles[primary & (pt > 1.0)]
         num = sel.groupby("event_id").size().to_dict()
-        num = {int(ev): int(num.get(ev, 0)) for ev in merged["event_id"].unique()}
+        num = {int(ev): int(num.get(ev, 0))
+               for ev in set(merged["event_id"].unique()) | set(particles["event_id"].unique())}
         keys = set(zip(sel["event_id"].astype(np.int64), sel["particle_id"].astype(np.int64) + 1))
         flag = np.fromiter((k in keys for k in zip(merged["event_id"], pid)), bool, len(pid))
     return colliderml_metrics(merged["event_id"], merged["track_id"], pid, flag, num, submitted)
@@ -261,10 +264,12 @@ def summarize_colliderml(events: list[dict]) -> tuple[dict[str, float | None], d
     return out, undefined
 
 
-def write_predictions(rows: list[tuple[int, np.ndarray, np.ndarray]], folder: str | Path) -> str:
+def write_predictions(rows: list[tuple[int, np.ndarray, np.ndarray]], folder: str | Path,
+                      rank: int | None = None) -> str:
     """Write a task submission: ``rows`` of ``(event_id, hit_id [N], track_id [N])``, into
-    ``folder/colliderml_predictions.parquet`` (``.csv`` without pyarrow); atomic. Returns
-    the path."""
+    ``folder/colliderml_predictions.parquet`` (``.csv`` without pyarrow;
+    ``colliderml_predictions.rank<k>.parquet`` with ``rank``, one file per process); atomic.
+    Returns the path."""
     frame = pd.DataFrame({
         "event_id": np.concatenate([np.full(len(h), e, np.int64) for e, h, _ in rows])
         if rows else np.zeros(0, np.int64),
@@ -274,7 +279,8 @@ def write_predictions(rows: list[tuple[int, np.ndarray, np.ndarray]], folder: st
         if rows else np.zeros(0, np.int64)})
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ("colliderml_predictions.parquet" if pq else "colliderml_predictions.csv")
+    stem = "colliderml_predictions" + ("" if rank is None else f".rank{rank}")
+    path = folder / (stem + (".parquet" if pq else ".csv"))
     tmp = path.with_name(path.name + ".tmp")
     if pq:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)

@@ -183,3 +183,25 @@ def test_scatter_max_equals_torch_amax_with_ties_in_some_columns():
     (ref * upstream).sum().backward()
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_bf16_autocast_runs_and_ties_share_their_gradient():
+    """Mixed precision (bf16 autocast, as precision: bf16-mixed): the head runs forward and
+    backward; in bf16 a tie among > 256 groups still splits its gradient (exact counts)."""
+    from gnn_jepa.nn.segment_pairs import SegmentPairEdgeHead, _scatter_max
+    g = torch.Generator().manual_seed(3)
+    pos = torch.randn(200, 3, generator=g) * 100.0
+    ei = torch.randint(0, 200, (2, 800), generator=g)
+    ei = ei[:, ei[0] != ei[1]]
+    head = SegmentPairEdgeHead(16, hidden=8, rounds=2)
+    h = torch.randn(200, 16, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(h, ei, pos=pos)
+    out.float().sum().backward()
+    assert out.shape == (ei.shape[1],) and torch.isfinite(h.grad).all()
+    src = torch.randn(2000, 1, generator=g).to(torch.bfloat16)
+    index = torch.arange(2000) // 2  # 1,000 groups of 2
+    src[1] = src[0]  # one tie
+    src = src.requires_grad_()
+    _scatter_max(src, index, 1000, groups=1000).float().sum().backward()
+    assert src.grad[:2, 0].tolist() == [0.5, 0.5]

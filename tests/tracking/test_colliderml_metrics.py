@@ -131,3 +131,18 @@ def test_read_predictions_round_trip_and_errors(tmp_path):
                                                                                        index=False)
     with pytest.raises(ValueError, match="'track_id' must be integers"):
         read_predictions(path)
+
+
+def test_large_ids_events_without_rows_and_rank_files(tmp_path):
+    from gnn_jepa.tracking.colliderml_metrics import write_predictions
+    big = 2 ** 53 + 2  # not exact in float64: a merge must not turn ids into floats
+    truth = pd.DataFrame({"event_id": [1, 1], "hit_id": [0, 1], "particle_id": [big, big + 1]})
+    preds = pd.DataFrame({"event_id": [1, 1, 1], "hit_id": [0, 1, 7], "track_id": [5, 6, 6]})
+    parts = pd.DataFrame({"event_id": [1, 1, 5], "particle_id": [big, big + 1, 0],
+                          "px": [2.0, 0.1, 3.0], "py": [0.0, 0.0, 0.0]})
+    m = score_tables(preds, truth, parts)
+    assert m["dup_rate"] == 0.0 and m["trackml_eff"] == 1.0
+    # event 5's primary pT > 1 particle has no hit and no row: found by no track
+    assert m["physics_eff_pt1"] == pytest.approx(1 / 2)
+    path = write_predictions([(1, np.arange(3), np.zeros(3, np.int64))], tmp_path, rank=2)
+    assert path.endswith(("colliderml_predictions.rank2.parquet", "colliderml_predictions.rank2.csv"))
