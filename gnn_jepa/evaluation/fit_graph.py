@@ -271,8 +271,11 @@ class ColliderMLEventRef(EventRef):
         if not entry.particles_known:
             hits_dir = entry.hits.file.parent
             particles = hits_dir.name[: -len(HITS_SUFFIX)] + PARTICLES_SUFFIX
+            expected = hits_dir.parent / particles
+            if hits_dir.parent.name == "data" and hits_dir.parent.parent.name == hits_dir.name:
+                expected = hits_dir.parent.parent.parent / particles  # the package's layout
             raise ValueError(
-                f"{self.reader.name(self.index)}: no particles shards ({hits_dir.parent / particles} "
+                f"{self.reader.name(self.index)}: no particles shards ({expected} "
                 f"does not exist), so the truth is unknown: fit-graph learns from the true "
                 f"segments of labelled events and needs the {particles} shards next to the "
                 f"{hits_dir.name} ones")
