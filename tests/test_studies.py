@@ -192,14 +192,21 @@ def test_learned_graph_study(tmp_path):
     assert (tmp_path / "learned_100.pt").is_file() and (tmp_path / "pair_filter_100.json").is_file()
 
 
+def _gpu_tracking_dry_run(script: str, tmp_path, timeout: int):
+    """Run a studies/gpu_tracking script in its CPU smoke mode (OUT, WORK under tmp_path);
+    asserts it ends with status 0 and returns the finished process."""
+    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable,
+           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    proc = subprocess.run(["bash", str(STUDIES / "gpu_tracking" / script)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def test_full_labels_1k_gpu_script_dry_run_on_cpu(tmp_path):
     """Issue 25's 1k full-label GPU run, tiny and on the CPU: fit, test of the best checkpoint,
     edge-head step; the files the headline row reads are there and hold sane figures."""
-    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable,
-           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
-    proc = subprocess.run(["bash", str(STUDIES / "gpu_tracking" / "full_labels_1k.sh")], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _gpu_tracking_dry_run("full_labels_1k.sh", tmp_path, timeout=600)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
         "edge_head_gpu_10k.json", "edge_head_gpu_1k.json", "full_labels_1k_metrics.json",
@@ -215,11 +222,7 @@ def test_full_labels_1k_gpu_script_dry_run_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_gpu_tracking_study_dry_run_on_cpu(tmp_path):
     """The track-finding GPU run, tiny and on the CPU: every job ends and reports its figures."""
-    env = {**os.environ, "GPU_TRACKING_SMOKE": "1", "PYTHON": sys.executable,
-           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
-    proc = subprocess.run(["bash", str(STUDIES / "gpu_tracking" / "run.sh")], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _gpu_tracking_dry_run("run.sh", tmp_path, timeout=900)
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
     assert json.loads(proc.stdout) == summary

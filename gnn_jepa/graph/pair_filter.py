@@ -51,7 +51,7 @@ import torch
 
 from gnn_jepa.geometry import cylindrical, wrap_phi
 from gnn_jepa.graph.edges import true_segments
-from gnn_jepa.graph.presets import file_digest, resolve_artifact
+from gnn_jepa.graph.presets import check_format_tag, file_digest, resolve_artifact
 
 __all__ = ["FORMAT_TAG", "HitGeometry", "LayerPairFilter", "UnseenLayerWarning",
            "hit_geometry", "pair_geometry", "pair_key"]
@@ -504,10 +504,8 @@ class LayerPairFilter:
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"LayerPairFilter.load: {str(path)!r} is not a JSON file "
                              f"({type(err).__name__}: {err})") from err
-        tag = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        if tag != FORMAT_TAG:
-            raise ValueError(f"LayerPairFilter.load: {str(path)!r} is not a saved "
-                             f"LayerPairFilter (format {tag!r}, expected {FORMAT_TAG!r})")
+        check_format_tag(blob, FORMAT_TAG, path, where="LayerPairFilter.load",
+                         what="LayerPairFilter")
         pairs = blob.get("pairs")
         if not isinstance(pairs, list):
             raise ValueError(f"LayerPairFilter.load: {str(path)!r} lacks its 'pairs' list")

@@ -134,22 +134,29 @@ class TrackFinding(pl.LightningModule):
     def edge_targets(self, data) -> torch.Tensor:
         """Truth label of every edge of ``data`` under ``edge_label`` ([E] float).
 
-        Raises:
-            ValueError: an event of ``data`` has no truth (hits only): track finding trains,
-                validates and tests on labelled events only.
+        Unlabelled events are refused before they reach it (:meth:`on_before_batch_transfer`).
         """
-        if "has_truth" in data and not bool(data.has_truth.all()):
-            ids = data.event_id.reshape(-1)[~data.has_truth.reshape(-1)].tolist()
-            raise ValueError(
-                f"event(s) {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} have no "
-                "truth (hits only: no -truth.csv, or ColliderML hits without their particles "
-                "shards): track finding trains, validates and tests on labelled events; "
-                "unlabelled events are for pretraining (or gnn-jepa predict)")
         if self.hparams.edge_label == "segment":
             return segment_labels(data.particle_id, data.hit_order, data.edge_index,
                                   getattr(data, "batch", None))
         y = getattr(data, "y", None)
         return y if y is not None else edge_labels(data.particle_id, data.edge_index)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Refuse unlabelled events in fit, validate and test, on the host (no device sync).
+
+        Raises:
+            ValueError: an event of the batch has no truth (hits only): track finding trains,
+                validates and tests on labelled events only.
+        """
+        if self.trainer.predicting or "has_truth" not in batch or bool(batch.has_truth.all()):
+            return batch
+        ids = batch.event_id.reshape(-1)[~batch.has_truth.reshape(-1)].tolist()
+        raise ValueError(
+            f"event(s) {', '.join(map(str, ids[:5]))}{' ...' if len(ids) > 5 else ''} have no "
+            "truth (hits only: no -truth.csv, or ColliderML hits without their particles "
+            "shards): track finding trains, validates and tests on labelled events; "
+            "unlabelled events are for pretraining (or gnn-jepa predict)")
 
     def edge_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """BCE of edge logits against labels, true edges weighted by ``pos_weight``."""

@@ -80,8 +80,14 @@ def load_torch_artifact(name_or_path: str | Path, format_tag: str, *, where: str
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise ValueError(f"{where}: {str(path)!r} is not a readable torch file "
                          f"({type(err).__name__}: {err})") from err
+    check_format_tag(blob, format_tag, path, where=where, what=what)
+    return blob, path
+
+
+def check_format_tag(blob, format_tag: str, path: str | Path, *, where: str, what: str) -> None:
+    """Raise ValueError unless ``blob`` is a dict whose ``"format"`` is ``format_tag`` (a saved
+    artifact's marker; messages name the caller ``where``, the file and the expected ``what``)."""
     tag = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
     if tag != format_tag:
         raise ValueError(f"{where}: {str(path)!r} is not a saved {what} "
                          f"(format {tag!r}, expected {format_tag!r})")
-    return blob, path
