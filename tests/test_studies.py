@@ -278,3 +278,20 @@ def test_segment_pairs_summary_by_hand(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(out))
     with pytest.raises(ValueError, match="expected <head>_seed<k>"):
         sp.summarize([tmp_path / "s.json"])
+
+
+def test_label_curve_resumes_only_an_interrupted_fit(tmp_path):
+    """A fit stopped by SIGTERM (last.ckpt, no test result) resumes in its own logger version;
+    a finished run, or one with no checkpoint, starts afresh."""
+    from studies.label_curve.run import interrupted_fit
+
+    work = tmp_path / "scratch_L3_s0"
+    assert interrupted_fit(work) is None
+    ckpts = work / "finetune_trackml_small" / "version_2" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    assert interrupted_fit(work) is None
+    (ckpts / "last.ckpt").write_bytes(b"")
+    assert interrupted_fit(work) == (2, ckpts / "last.ckpt")
+    (work / "test").mkdir()
+    (work / "test" / "metrics.json").write_text("{}")
+    assert interrupted_fit(work) is None

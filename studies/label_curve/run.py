@@ -10,7 +10,8 @@ config's 20 held-out events, through the ``gnn-jepa`` CLI itself:
 Every finished run leaves ``<results>/<arm>_L<labels>_s<seed>.json`` (test metrics, best and
 last step, wall time, the two commands) and the test's own ``metrics.json`` as
 ``<results>/metrics/<arm>_L<labels>_s<seed>.json`` (logs and checkpoints under ``--work``);
-runs whose file exists are skipped, so the command resumes and several copies with different
+runs whose file exists are skipped and a fit stopped by SIGTERM resumes from its
+``last.ckpt``, so the command resumes and several copies with different
 ``--seeds`` can share the machine. After each run the curve is rewritten from all run files:
 ``<results>/curve.json``, ``{"<arm>": {"<labels>": [score per seed, seed order], ...},
 "stats": {...}}``. ``--threads`` sets ``OMP_NUM_THREADS`` of
@@ -59,6 +60,20 @@ def last_step(metrics_csv: Path) -> int:
         return max(int(r["step"]) for r in csv.DictReader(f) if r.get("step"))
 
 
+def interrupted_fit(work: Path) -> Optional[tuple[int, Path]]:
+    """``(version, last.ckpt)`` of a fit that was stopped before it finished, else ``None``.
+
+    A fit killed by SIGTERM (``SigtermCheckpoint``) leaves ``last.ckpt`` and no test result;
+    resuming it in the same logger version keeps its best checkpoint, its early-stopping
+    count and its ``metrics.csv`` (appended to)."""
+    if (work / "test" / "metrics.json").exists():
+        return None
+    versions = sorted(work.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
+    if not versions or not (versions[-1] / "checkpoints" / "last.ckpt").exists():
+        return None
+    return int(versions[-1].name.split("_")[1]), versions[-1] / "checkpoints" / "last.ckpt"
+
+
 def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, extra: list[str]) -> dict:
     work = work_root / run_name(arm, labels, seed)
     common = ["--config", CONFIG, "--data.num_train", str(labels), "--seed_everything", str(seed),
@@ -71,9 +86,15 @@ def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, ext
     cli = [sys.executable, "-m", "gnn_jepa.cli"]
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with (work / "fit.log").open("w") as log:
-        subprocess.run(cli + ["fit"] + common, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                       check=True)
+    resume = interrupted_fit(work)
+    fit_args = common + (["--ckpt_path", str(resume[1]), "--trainer.logger.init_args.version",
+                          str(resume[0])] if resume else [])
+    with (work / "fit.log").open("a" if resume else "w") as log:
+        if resume:
+            log.write(f"label_curve: resuming from {resume[1]}\n")
+            log.flush()
+        subprocess.run(cli + ["fit"] + fit_args, cwd=ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True)
     versions = sorted(work.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
     ckpt, best = best_checkpoint(versions[-1] / "checkpoints")
     test_args = common + ["--ckpt_path", str(ckpt), "--model.output_dir", str(work / "test")]
@@ -86,7 +107,8 @@ def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, ext
             **{k: metrics.get(k) for k in KEYS},
             "best_step": best, "last_step": last_step(versions[-1] / "metrics.csv"),
             "wall_s": round(time.time() - start, 1), "threads": threads,
-            "fit_command": fmt(["fit"] + common), "test_command": fmt(["test"] + test_args)}
+            "fit_command": fmt(["fit"] + common), "resumed": bool(resume),
+            "test_command": fmt(["test"] + test_args)}
 
 
 def curve(results: Path) -> dict:
