@@ -1,5 +1,7 @@
 """Checkpoints: one place that writes, reads and checks them.
 
+* :func:`load_pretrained_head`: the segment-pair trunk of a segment-level JEPA checkpoint
+  (``target_head.*``, all but the head's output layer).
 * :func:`load_pretrained_encoder` / :func:`save_pretrained_encoder`: the encoder of a JEPA
   checkpoint (its EMA target encoder, ``target_encoder.*``) for fine-tuning, and the same
   layout written for an encoder alone; :func:`encoder_config_of` reads the encoder's
@@ -50,16 +52,8 @@ class PretrainedLoadError(RuntimeError):
     """A pretrained checkpoint does not fit the encoder."""
 
 
-def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
-                            expected: Optional[EncoderConfig] = None) -> dict:
-    """Load the EMA target encoder (``target_encoder.*``) of a JEPA checkpoint into ``encoder``.
-
-    Fails loudly when the file is not a torch checkpoint or has no such encoder, when its
-    encoder config differs from ``expected``, or on any missing, unexpected or mis-shaped key.
-
-    Returns:
-        the checkpoint's hyperparameters.
-    """
+def _read_pretrained(path: str) -> tuple[Path, dict, dict]:
+    """``(path, state_dict, hyperparameters)`` of a pretraining checkpoint, or a clear error."""
     p = Path(path)
     if not p.is_file():
         raise PretrainedLoadError(f"pretrained checkpoint {p} does not exist")
@@ -71,14 +65,47 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
             "last.ckpt of a JEPA pretraining run (gnn-jepa fit --config configs/pretrain/...)") from None
     if not isinstance(ckpt, dict):
         raise PretrainedLoadError(f"{p}: holds a {type(ckpt).__name__}, not a checkpoint dict")
-    state = ckpt.get("state_dict", ckpt)
+    return p, ckpt.get("state_dict", ckpt), dict(ckpt.get("hyper_parameters", {}))
+
+
+def _load_part(module: torch.nn.Module, part: dict, p: Path, what: str,
+               skip: tuple[str, ...] = ()) -> None:
+    """Load ``part`` into ``module`` strictly (keys starting with ``skip`` excepted), failing
+    loudly on missing, unexpected, mis-shaped or non-finite tensors."""
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(skip)}
+    missing = sorted(set(own) - set(part))
+    unexpected = sorted(set(part) - set(own))
+    shapes = {k: (tuple(part[k].shape), tuple(own[k].shape)) for k in set(own) & set(part)
+              if part[k].shape != own[k].shape}
+    if missing or unexpected or shapes:
+        raise PretrainedLoadError(f"{p}: {what} weights do not fit: missing={missing[:8]}, "
+                                  f"unexpected={unexpected[:8]}, shape mismatches={shapes}")
+    bad = non_finite_tensors(part)
+    if bad:  # else the first training step fails with a NaN loss that seems to blame its events
+        raise PretrainedLoadError(
+            f"{p}: non-finite values (NaN or inf) in {len(bad)} {what} tensor(s) "
+            f"({', '.join(bad[:5])}); the pretraining diverged or the file is corrupt: use an "
+            "earlier checkpoint of that run")
+    module.load_state_dict(part, strict=not skip)
+
+
+def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
+                            expected: Optional[EncoderConfig] = None) -> dict:
+    """Load the EMA target encoder (``target_encoder.*``) of a JEPA checkpoint into ``encoder``.
+
+    Fails loudly when the file is not a torch checkpoint or has no such encoder, when its
+    encoder config differs from ``expected``, or on any missing, unexpected or mis-shaped key.
+
+    Returns:
+        the checkpoint's hyperparameters.
+    """
+    p, state, hparams = _read_pretrained(path)
     prefix = "target_encoder."
     enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not enc_state:
         raise PretrainedLoadError(
             f"{p}: no '{prefix}*' weights (is it a JEPA pretraining checkpoint?); "
             f"first keys: {list(state)[:5]}")
-    hparams = dict(ckpt.get("hyper_parameters", {}))
     stored = encoder_config_of(hparams)
     if expected is not None and stored is not None:
         diff = {k: (v, getattr(expected, k)) for k, v in stored.as_dict().items()
@@ -86,22 +113,42 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
         if diff:
             raise PretrainedLoadError(
                 f"{p}: encoder hyperparameters differ from this model's (checkpoint, model): {diff}")
-    own = encoder.state_dict()
-    missing = sorted(set(own) - set(enc_state))
-    unexpected = sorted(set(enc_state) - set(own))
-    shapes = {k: (tuple(enc_state[k].shape), tuple(own[k].shape)) for k in set(own) & set(enc_state)
-              if enc_state[k].shape != own[k].shape}
-    if missing or unexpected or shapes:
-        raise PretrainedLoadError(f"{p}: encoder weights do not fit: missing={missing[:8]}, "
-                                  f"unexpected={unexpected[:8]}, shape mismatches={shapes}")
-    bad = non_finite_tensors(enc_state)
-    if bad:  # else the first training step fails with a NaN loss that seems to blame its events
-        raise PretrainedLoadError(
-            f"{p}: non-finite values (NaN or inf) in {len(bad)} encoder tensor(s) "
-            f"({', '.join(bad[:5])}); the pretraining diverged or the file is corrupt: use an "
-            "earlier checkpoint of that run")
-    encoder.load_state_dict(enc_state, strict=True)
+    _load_part(encoder, enc_state, p, "encoder")
     return hparams
+
+
+#: Edge-head parameters that pretraining never trains: the output layer.
+HEAD_OUTPUT = ("out.", "out_norm.")
+
+
+def load_pretrained_head(head: torch.nn.Module, path: str, expected: dict) -> bool:
+    """Load the EMA segment-pair trunk (``target_head.*``, everything but the output layer) of
+    a segment-level JEPA checkpoint into the edge head ``head``.
+
+    Args:
+        head: the track-finding edge head.
+        path: the pretraining checkpoint.
+        expected: the head's settings (``HeadConfig`` as a dict); the checkpoint's must equal
+            them, else the error names the ones that differ.
+
+    Returns:
+        ``False`` when the checkpoint holds no head (a hit-level JEPA checkpoint: only the
+        encoder is pretrained), ``True`` once the trunk is loaded.
+    """
+    p, state, hparams = _read_pretrained(path)
+    prefix = "target_head."
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        return False
+    stored = hparams.get("head") or {}
+    diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v
+            and k != "layers"}  # ``layers`` is the mlp head's only
+    if diff:
+        raise PretrainedLoadError(
+            f"{p}: its segment-pair trunk was pretrained with other head settings than this "
+            f"model's (checkpoint, model): {diff}; fine-tune with the pretraining's head block")
+    _load_part(head, part, p, "edge-head trunk", skip=HEAD_OUTPUT)
+    return True
 
 
 def save_pretrained_encoder(path: str | Path, encoder_state: dict, encoder: EncoderConfig,

@@ -62,7 +62,76 @@ def reference_losses(target: torch.Tensor, occupied: torch.Tensor, beta: float) 
             "occupancy_oracle": F.smooth_l1_loss(oracle, target, beta=beta)}
 
 
-class JEPAPretraining(pl.LightningModule):
+class EMAPretraining(pl.LightningModule):
+    """What the JEPA pretraining modules share: an EMA target copy of the trained modules
+    (:meth:`ema_pairs`), the mask and projection generators seeded by the step, the
+    momentum schedule, the training step and the guards. Subclasses set ``self.masker`` and
+    ``self.optim`` and define :meth:`jepa_forward` and :meth:`ema_pairs`."""
+
+    def ema_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        """``(trained, EMA copy)`` module pairs."""
+        raise NotImplementedError
+
+    def total_steps(self) -> int:
+        if self.optim.total_steps:
+            return int(self.optim.total_steps)
+        try:
+            return int(self.trainer.estimated_stepping_batches)
+        except Exception:
+            return 1000
+
+    def momentum(self, step: Optional[int] = None) -> float:
+        start, end = self.hparams.ema_momentum
+        return cosine_ramp(self.global_step if step is None else step, self.total_steps(), start, end)
+
+    def projection_generator(self, device: torch.device) -> torch.Generator:
+        """SIGReg's random directions at the current step: a generator seeded by
+        ``(mask_seed, global_step)`` on ``device``, never the global RNG, so a resumed run
+        draws the directions the uninterrupted one drew."""
+        seed = self.hparams.mask_seed * 1_000_003 + int(self.global_step) + (1 << 40)
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def mask_generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.hparams.mask_seed * 1_000_003 + int(step))
+
+    def training_step(self, batch, batch_idx):
+        masks = self.masker(batch, self.mask_generator(self.global_step))
+        out = self.jepa_forward(batch, masks)
+        self._batch_events = batch_events(batch)
+        check_loss(out["loss"], step=self.global_step, events=self._batch_events)
+        bs = int(batch.num_graphs)
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
+        self.log("train/anti_collapse", out["anti_collapse"], batch_size=bs)
+        self.log("train/ema_momentum", self.momentum(), batch_size=bs)
+        self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
+        return out["loss"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        check_gradients(self.named_parameters(), step=self.global_step,
+                        events=getattr(self, "_batch_events", "events of an unknown id"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # EMA right after the optimizer step, before any callback (a step checkpoint must
+        # hold this step's EMA) and once per optimizer step (gradient accumulation).
+        self.ema_update(self.global_step)
+
+    @torch.no_grad()
+    def ema_update(self, step: int) -> None:
+        """target <- m * target + (1 - m) * context, with m = momentum(step), for every
+        pair of :meth:`ema_pairs`."""
+        m = self.momentum(step)
+        tgt = [p for _, t in self.ema_pairs() for p in t.parameters()]
+        src = [p.detach() for c, _ in self.ema_pairs() for p in c.parameters()]
+        torch._foreach_mul_(tgt, m)
+        torch._foreach_add_(tgt, src, alpha=1.0 - m)
+
+
+class JEPAPretraining(EMAPretraining):
     """Self-supervised JEPA pretraining of a graph-transformer hit encoder.
 
     Args:
@@ -118,29 +187,9 @@ class JEPAPretraining(pl.LightningModule):
         self._probe_cache: list = []
         self._probe_note_done = False
 
-    # ------------------------------------------------------------------ set-up helpers
-    def total_steps(self) -> int:
-        if self.optim.total_steps:
-            return int(self.optim.total_steps)
-        try:
-            return int(self.trainer.estimated_stepping_batches)
-        except Exception:
-            return 1000
-
-    def momentum(self, step: Optional[int] = None) -> float:
-        start, end = self.hparams.ema_momentum
-        return cosine_ramp(self.global_step if step is None else step, self.total_steps(), start, end)
-
     # ------------------------------------------------------------------ the JEPA step
-    def projection_generator(self, device: torch.device) -> torch.Generator:
-        """SIGReg's random directions at the current step: a generator seeded by
-        ``(mask_seed, global_step)`` on ``device``, never the global RNG, so a resumed run
-        draws the directions the uninterrupted one drew."""
-        seed = self.hparams.mask_seed * 1_000_003 + int(self.global_step) + (1 << 40)
-        return torch.Generator(device=device).manual_seed(seed)
-
-    def mask_generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.hparams.mask_seed * 1_000_003 + int(step))
+    def ema_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return [(self.context_encoder, self.target_encoder)]
 
     def jepa_forward(self, batch, masks) -> dict:
         hp = self.hparams
@@ -207,41 +256,6 @@ class JEPAPretraining(pl.LightningModule):
                 "baseline_losses": baselines, "z_ctx": z_ctx,
                 "target": target[count > 0], "num_queries": int(count.numel()),
                 "occupied": float((count > 0).float().mean()) if count.numel() else 0.0}
-
-    def training_step(self, batch, batch_idx):
-        masks = self.masker(batch, self.mask_generator(self.global_step))
-        out = self.jepa_forward(batch, masks)
-        self._batch_events = batch_events(batch)
-        check_loss(out["loss"], step=self.global_step, events=self._batch_events)
-        bs = int(batch.num_graphs)
-        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
-        self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
-        self.log("train/anti_collapse", out["anti_collapse"], batch_size=bs)
-        self.log("train/ema_momentum", self.momentum(), batch_size=bs)
-        self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
-        return out["loss"]
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        check_gradients(self.named_parameters(), step=self.global_step,
-                        events=getattr(self, "_batch_events", "events of an unknown id"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # EMA right after the optimizer step, before any callback (a step checkpoint must
-        # hold this step's EMA) and once per optimizer step (gradient accumulation).
-        self.ema_update(self.global_step)
-
-    @torch.no_grad()
-    def ema_update(self, step: int) -> None:
-        """target <- m * target + (1 - m) * context, with m = momentum(step)."""
-        m = self.momentum(step)
-        tgt = [p for p in self.target_encoder.parameters()]
-        src = [p.detach() for p in self.context_encoder.parameters()]
-        torch._foreach_mul_(tgt, m)
-        torch._foreach_add_(tgt, src, alpha=1.0 - m)
 
     # ------------------------------------------------------------------ validation & probes
     def validation_step(self, batch, batch_idx):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gnn_jepa.config import merge_config
 from gnn_jepa.graph.edges import edge_labels, segment_labels
-from gnn_jepa.models.checkpoints import load_pretrained_encoder
+from gnn_jepa.models.checkpoints import HEAD_OUTPUT, load_pretrained_encoder, load_pretrained_head
 from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
 from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
@@ -51,9 +51,11 @@ class TrackFinding(pl.LightningModule):
     Args:
         encoder: the encoder (:class:`~gnn_jepa.nn.encoder.EncoderConfig`); must match the
             pretrained checkpoint's.
-        pretrained: path of a JEPA checkpoint, whose EMA target encoder is loaded (``None``
-            only with ``mode: scratch``).
-        mode: ``finetune`` (encoder and head train), ``frozen`` (only the head trains) or
+        pretrained: path of a JEPA checkpoint, whose EMA target encoder is loaded, and, from a
+            segment-level JEPA checkpoint (:class:`~gnn_jepa.models.segment_jepa.SegmentJEPA`),
+            the edge head's segment-pair rounds too (``None`` only with ``mode: scratch``).
+        mode: ``finetune`` (everything trains), ``frozen`` (what was pretrained stays fixed:
+            the head, or only the head's output layer after a segment-level JEPA, trains) or
             ``scratch`` (same architecture, random init).
         head: the edge head (:class:`~gnn_jepa.nn.edge_head.HeadConfig`).
         optim: AdamW learning rates (``head_lr`` for the head), weight decay, warmup + cosine
@@ -110,6 +112,17 @@ class TrackFinding(pl.LightningModule):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
         self.head = self.head_config.build(self.encoder_config.d_embedding, self.encoder_config.d_edge)
+        # a segment-level JEPA checkpoint also holds the head's trunk (all but its output layer)
+        self.pretrained_head = mode != "scratch" and load_pretrained_head(
+            self.head, pretrained, asdict(self.head_config))
+        if mode != "scratch":
+            rank_zero_info(f"pretrained from {pretrained}: the encoder"
+                           + (" and the edge head's segment-pair rounds (its output layer starts "
+                              "from scratch)" if self.pretrained_head else
+                              " (the edge head starts from scratch)"))
+        if mode == "frozen" and self.pretrained_head:
+            for name, p in self.head.named_parameters():
+                p.requires_grad_(name.startswith(HEAD_OUTPUT))
         # NaN = not tuned yet; a buffer so that the tuned value travels with the checkpoint
         self.register_buffer("tuned_threshold", torch.tensor(float("nan")))
         self._test_events: list[dict] = []
@@ -376,7 +389,7 @@ class TrackFinding(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        groups = [{"params": list(self.head.parameters()), "lr": o.head_lr}]
+        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": o.head_lr}]
         if self.hparams.mode != "frozen":
             groups.append({"params": list(self.encoder.parameters()), "lr": o.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)

@@ -241,32 +241,55 @@ def edge_probe_auc(
     with torch.no_grad():
         x_train = _pair_features(train_emb.detach().float(), train_edges, "train")
         x_test = _pair_features(test_emb.detach().float(), test_edges, "test")
+    scores = probe_scores(x_train, train_labels, x_test, steps=steps, lr=lr, seed=seed,
+                          hidden=hidden, what="edge_probe_auc")
+    return roc_auc(scores, test_labels.to(scores.device))
+
+
+def probe_scores(x_train: Tensor, y_train: Tensor, x_test: Tensor, steps: int = 200,
+                 lr: float = 1e-2, seed: int = 0, hidden: int = 64,
+                 what: str = "probe_scores") -> Tensor:
+    """Train a small probe on frozen features and score held-out rows.
+
+    ``MLP(x) -> logit`` (one hidden ReLU layer of ``hidden``; ``hidden=0``: linear),
+    full-batch Adam on ``BCEWithLogits(pos_weight = #neg / #pos)``, inputs standardised with
+    the train rows' statistics. Features are detached; the global RNG state is restored.
+
+    Args:
+        x_train: [N, F] train features. y_train: [N] 0/1 labels (both classes needed).
+        x_test: [M, F] held-out features.
+        what: the caller's name, for error messages.
+
+    Returns:
+        [M] probe logits of the held-out rows.
+    """
+    with torch.no_grad():
+        x_train, x_test = x_train.detach().float(), x_test.detach().float()
         mean = x_train.mean(dim=0, keepdim=True)
         std = x_train.std(dim=0, keepdim=True).clamp_min(1e-6)
         x_train = (x_train - mean) / std
         x_test = (x_test - mean) / std
-    y = train_labels.detach().flatten().float().to(x_train.device)
+    y = y_train.detach().flatten().float().to(x_train.device)
     n_pos = float(y.sum())
     n_neg = y.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError(
-            f"edge_probe_auc: train labels need both classes, got {n_pos:.0f} positives and "
+            f"{what}: train labels need both classes, got {n_pos:.0f} positives and "
             f"{n_neg:.0f} negatives"
         )
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        mlp = nn.Sequential(
-            nn.Linear(x_train.size(1), hidden), nn.ReLU(), nn.Linear(hidden, 1)
-        ).to(x_train.device)
+        layers = ([nn.Linear(x_train.size(1), hidden), nn.ReLU(), nn.Linear(hidden, 1)] if hidden
+                  else [nn.Linear(x_train.size(1), 1)])
+        net = nn.Sequential(*layers).to(x_train.device)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_neg / n_pos, device=x_train.device))
-    opt = torch.optim.Adam(mlp.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(mlp(x_train).squeeze(-1), y)
+            loss = loss_fn(net(x_train).squeeze(-1), y)
             loss.backward()
             opt.step()
     with torch.no_grad():
-        scores = mlp(x_test).squeeze(-1)
-    return roc_auc(scores, test_labels.to(scores.device))
+        return net(x_test).squeeze(-1)

@@ -77,10 +77,15 @@ def oriented_segments(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def segment_geometry(pos: Tensor, segments: Tensor) -> Tensor:
-    """[S, 7] O(1)-scaled features of each oriented segment: transverse length / 100 mm,
-    dz / 100 mm, wrapped dphi / 0.1, d(phi)/dr * 100 mm, dz/dr, inner r / 1000 mm,
-    inner z / 1000 mm."""
-    a, b = pos[segments[0]], pos[segments[1]]
+    """[S, 7] O(1)-scaled features of each oriented segment (:func:`segment_features` of its
+    inner and outer hit)."""
+    return segment_features(pos[segments[0]], pos[segments[1]])
+
+
+def segment_features(a: Tensor, b: Tensor) -> Tensor:
+    """[S, 7] O(1)-scaled features of segments from hits ``a`` to ``b`` ([S, 3], mm):
+    transverse length / 100 mm, dz / 100 mm, wrapped dphi / 0.1, d(phi)/dr * 100 mm, dz/dr,
+    inner r / 1000 mm, inner z / 1000 mm."""
     ra, rb = torch.hypot(a[:, 0], a[:, 1]), torch.hypot(b[:, 0], b[:, 1])
     dphi = wrap_phi(torch.atan2(b[:, 1], b[:, 0]) - torch.atan2(a[:, 1], a[:, 0]))
     dxy = torch.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])
@@ -97,13 +102,11 @@ def _turn(u: Tensor, v: Tensor) -> Tensor:
     return torch.atan2(cross, dot)
 
 
-def pair_geometry(pos: Tensor, segments: Tensor, first: Tensor, second: Tensor) -> Tensor:
-    """[P, 6] features of segment pairs ``(first[p], second[p])`` with ``first``'s outer hit the
-    ``second``'s inner hit: transverse turning angle / 0.1, its change per transverse length
-    (curvature x 100 mm), (r, z) angle change / 0.1, the two transverse lengths / 100 mm, and the
-    kink :math:`|\\Delta\\beta| + |\\Delta\\alpha|` / 0.1."""
-    a, b = pos[segments[0, first]], pos[segments[1, first]]
-    c = pos[segments[1, second]]
+def chain_geometry(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """[P, 6] features of hit chains ``a -> b -> c`` ([P, 3] positions each, mm): transverse
+    turning angle / 0.1, its change per transverse length (curvature x 100 mm), (r, z) angle
+    change / 0.1, the two transverse lengths / 100 mm, and the kink
+    :math:`|\\Delta\\beta| + |\\Delta\\alpha|` / 0.1."""
     u, v = (b - a)[:, :2], (c - b)[:, :2]
     beta = _turn(u, v)
     lu, lv = u.norm(dim=1), v.norm(dim=1)
@@ -115,6 +118,12 @@ def pair_geometry(pos: Tensor, segments: Tensor, first: Tensor, second: Tensor) 
     kink = beta.abs() + dalpha.abs()
     return torch.stack([beta / 0.1, curvature * 100.0, dalpha / 0.1, lu / 100.0, lv / 100.0,
                         kink / 0.1], dim=1)
+
+
+def pair_geometry(pos: Tensor, segments: Tensor, first: Tensor, second: Tensor) -> Tensor:
+    """[P, 6] :func:`chain_geometry` of segment pairs ``(first[p], second[p])``, ``first``'s
+    outer hit being ``second``'s inner hit (the chain inner -> shared -> outer hit)."""
+    return chain_geometry(pos[segments[0, first]], pos[segments[1, first]], pos[segments[1, second]])
 
 
 def _group_pairs(left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
@@ -291,6 +300,21 @@ class SegmentPairEdgeHead(MessagePassingHead):
             edge_attr: unused (the head computes its geometry from ``pos``).
             pos: [N, 3] hit positions in mm.
         """
+        seg, _, edge_segment = self.segment_states(h, edge_index, pos=pos)
+        return self.logits(seg)[edge_segment]
+
+    def segment_states(self, h: Tensor, edge_index: Tensor, *, pos: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """The trunk: every segment's final state, before the output layer.
+
+        Segment-level JEPA pretraining (:class:`~gnn_jepa.models.segment_jepa.SegmentJEPA`)
+        trains exactly this part; fine-tuning adds the output layer.
+
+        Returns:
+            ``(states, segments, edge_segment)``: [S, hidden] states, the [2, S] oriented
+            segments (inner hit, outer hit) and [E] the segment of every edge
+            (:func:`oriented_segments`).
+        """
         n = h.shape[0]
         segments, edge_segment = oriented_segments(pos, edge_index)
         num_seg = segments.shape[1]
@@ -319,7 +343,7 @@ class SegmentPairEdgeHead(MessagePassingHead):
             into = _scatter_sum(seg, outer, n) / n_into
             out_of = _scatter_sum(seg, inner, n) / n_out_of
             node = node + self.node_mlps[t](torch.cat([self.node_norms[t](node), into, out_of], 1))
-        return self.logits(seg)[edge_segment]
+        return seg, segments, edge_segment
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_embedding={self.d_embedding}, hidden={self.hidden}, "

@@ -1,0 +1,143 @@
+"""Segment-level JEPA: the trunk it pretrains, its step, and fine-tuning from it."""
+import pytest
+import torch
+
+from gnn_jepa.models.checkpoints import PretrainedLoadError
+from gnn_jepa.models.schedules import OptimConfig
+from gnn_jepa.models.segment_jepa import SegmentJEPA, target_segments
+from gnn_jepa.models.track_finding import TrackFinding
+from gnn_jepa.nn.edge_head import HeadConfig
+from gnn_jepa.nn.encoder import EncoderConfig
+from gnn_jepa.nn.segment_predictor import SegmentPredictorConfig
+
+ENCODER = EncoderConfig(d_model=16, d_embedding=8, n_layers=2, heads=2)
+HEAD = HeadConfig(kind="segment_pairs", hidden=16, rounds=2, pairs_per_segment=2)
+SMALL = dict(encoder=ENCODER, head=HEAD, predictor=SegmentPredictorConfig(hidden=16, rounds=2, knn=4),
+             masker={"num_targets": 2, "wedge_width": [0.8, 0.8], "eta_width": [1.0, 1.0],
+                     "min_target_hits": 2, "min_context_hits": 5, "r_extent": [0, 600]},
+             optim=OptimConfig(total_steps=100))
+
+
+def test_target_segments_have_both_hits_in_one_region():
+    region = torch.tensor([-1, 0, 0, 1, 1, 0])
+    segments = torch.tensor([[0, 1, 1, 2, 3, 4],
+                             [1, 2, 3, 5, 4, 5]])
+    # (0,1): one hit outside; (1,2): both in 0; (1,3): two regions; (2,5): both in 0;
+    # (3,4): both in 1; (4,5): two regions
+    assert target_segments(segments, region).tolist() == [1, 3, 4]
+
+
+def test_forward_trains_the_trunk_and_predictor_never_the_ema_copy(toy_batch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**SMALL)
+    assert not hasattr(model.context_head, "out")  # the output layer is not pretrained
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    assert masks.graph_valid.all()
+    out = model.jepa_forward(toy_batch, masks)
+    assert out["num_targets"] > 0 and torch.isfinite(out["loss"]) and out["jepa_loss"] > 0
+    out["loss"].backward()
+    for module in (model.context_encoder, model.context_head, model.predictor):
+        assert all(p.grad is not None for p in module.parameters())
+        assert any(p.grad.abs().sum() > 0 for p in module.parameters())
+    for module in (model.target_encoder, model.target_head):
+        assert all(p.grad is None for p in module.parameters())
+
+
+def test_targets_are_the_layer_normed_ema_states_of_the_target_segments(toy_batch, monkeypatch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**SMALL)
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    seen = {}
+    orig = model.predictor.forward
+
+    def spy(*args):
+        out = orig(*args)
+        seen["query_a"] = args[4]
+        return out
+    monkeypatch.setattr(model.predictor, "forward", spy)
+    out = model.jepa_forward(toy_batch, masks)
+    with torch.no_grad():
+        state, segs, _ = model.trunk(model.target_encoder, model.target_head, toy_batch.x,
+                                     toy_batch.edge_index, toy_batch.edge_attr, toy_batch.pos, toy_batch.batch)
+    chosen = target_segments(segs, masks.target_region)
+    assert out["num_targets"] == chosen.numel()
+    # queries are the target segments' inner hits, in the chosen order
+    torch.testing.assert_close(seen["query_a"], toy_batch.pos[segs[0, chosen]])
+    # a predictor that outputs the targets exactly scores a zero JEPA loss
+    target = torch.nn.functional.layer_norm(state, (state.shape[1],))[chosen]
+    monkeypatch.setattr(model.predictor, "forward", lambda *a: target)
+    assert float(model.jepa_forward(toy_batch, masks)["jepa_loss"]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_max_targets_caps_the_scored_segments(toy_batch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**{**SMALL, "max_targets": 3})
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    assert model.jepa_forward(toy_batch, masks)["num_targets"] == 3
+
+
+def test_ema_moves_encoder_and_head_trunk(toy_batch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**SMALL)
+    with torch.no_grad():
+        for p in list(model.context_encoder.parameters()) + list(model.context_head.parameters()):
+            p.add_(1.0)
+    before = [p.clone() for p in model.target_head.parameters()]
+    m = model.momentum(0)
+    model.ema_update(0)
+    for b, t, c in zip(before, model.target_head.parameters(), model.context_head.parameters()):
+        torch.testing.assert_close(t, m * b + (1 - m) * c)
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="head.kind must be 'segment_pairs'"):
+        SegmentJEPA(**{**SMALL, "head": HeadConfig(kind="interaction", hidden=16)})
+    with pytest.raises(ValueError, match="max_targets"):
+        SegmentJEPA(**{**SMALL, "max_targets": 0})
+
+
+def _pretrained(tmp_path):
+    torch.manual_seed(1)
+    model = SegmentJEPA(**SMALL)
+    with torch.no_grad():  # make the EMA copies differ from any fresh init
+        for p in list(model.target_encoder.parameters()) + list(model.target_head.parameters()):
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "segment_jepa.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return model, path
+
+
+def test_finetuning_loads_encoder_and_trunk_with_a_fresh_output_layer(tmp_path):
+    model, path = _pretrained(tmp_path)
+    torch.manual_seed(5)
+    tf = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="finetune")
+    assert tf.pretrained_head
+    for name, p in tf.encoder.state_dict().items():
+        torch.testing.assert_close(p, model.target_encoder.state_dict()[name])
+    trunk = model.target_head.state_dict()
+    for name, p in tf.head.state_dict().items():
+        if name.startswith(("out.", "out_norm.")):
+            assert name not in trunk
+        else:
+            torch.testing.assert_close(p, trunk[name])
+    # frozen: only the output layer learns
+    frozen = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="frozen")
+    trainable = sorted(n for n, p in frozen.named_parameters() if p.requires_grad)
+    assert trainable == ["head.out.bias", "head.out.weight", "head.out_norm.bias", "head.out_norm.weight"]
+
+
+def test_finetuning_with_another_head_names_the_settings(tmp_path):
+    _, path = _pretrained(tmp_path)
+    with pytest.raises(PretrainedLoadError, match="rounds"):
+        TrackFinding(pretrained=str(path), encoder=ENCODER, mode="finetune",
+                     head=HeadConfig(kind="segment_pairs", hidden=16, rounds=3, pairs_per_segment=2))
+
+
+def test_hit_level_checkpoint_leaves_the_head_fresh(tmp_path):
+    from gnn_jepa.models.checkpoints import save_pretrained_encoder
+    torch.manual_seed(0)
+    path = save_pretrained_encoder(tmp_path / "enc.ckpt", ENCODER.build().state_dict(), ENCODER)
+    tf = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="frozen")
+    assert not tf.pretrained_head
+    assert all(p.requires_grad for p in tf.head.parameters())
+    assert not any(p.requires_grad for p in tf.encoder.parameters())
