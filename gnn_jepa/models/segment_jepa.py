@@ -60,6 +60,18 @@ def without_output(head: nn.Module) -> nn.Module:
     return head
 
 
+#: What the predictor predicts (``SegmentJEPA(targets=...)``).
+TARGETS = ("segments", "hits")
+
+
+def hit_states(state: Tensor, segments: Tensor, num_nodes: int) -> Tensor:
+    """[N, 2 H] per-hit states from segment states [S, H]: the mean state of the segments
+    into each hit (it is their outer hit), then of those out of it (0 where none)."""
+    into = scatter(state, segments[1], dim=0, dim_size=num_nodes, reduce="mean")
+    out_of = scatter(state, segments[0], dim=0, dim_size=num_nodes, reduce="mean")
+    return torch.cat([into, out_of], 1)
+
+
 def target_segments(segments: Tensor, target_region: Tensor) -> Tensor:
     """Indices of the segments ([2, S]) with both hits in one target region (``target_region``
     [N], -1 outside every target)."""
@@ -78,6 +90,10 @@ class SegmentJEPA(EMAPretraining):
             the same.
         predictor: :class:`~gnn_jepa.nn.segment_predictor.SegmentPredictorConfig`.
         masker: keyword arguments of :class:`~gnn_jepa.masks.RegionMasker`.
+        targets: ``"segments"`` (each target segment's state, the predictor told both its
+            hits) or ``"hits"`` (each target hit's state: the means of the final states of
+            the segments into and out of it, :func:`hit_states`; the predictor told only the
+            hit's position, so where its track goes on must come from the context).
         max_targets: target segments scored per step at most (a seeded random subset when
             there are more): bounds the predictor's cost on large events.
         loss_beta: smooth L1 beta.
@@ -93,7 +109,8 @@ class SegmentJEPA(EMAPretraining):
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), head: HeadConfig = SEGMENT_HEAD,
                  predictor: SegmentPredictorConfig = SegmentPredictorConfig(),
-                 masker: Optional[dict] = None, max_targets: int = 4096, loss_beta: float = 1.0,
+                 masker: Optional[dict] = None, targets: str = "segments", max_targets: int = 4096,
+                 loss_beta: float = 1.0,
                  anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,
                  ema_momentum: tuple[float, float] = (0.996, 1.0),
                  optim: OptimConfig = OptimConfig(), mask_seed: int = 0, probe_events: int = 4):
@@ -103,6 +120,8 @@ class SegmentJEPA(EMAPretraining):
         if self.head_config.kind != "segment_pairs":
             raise ValueError("SegmentJEPA pretrains the segment-pair head's trunk: head.kind "
                              f"must be 'segment_pairs', got {self.head_config.kind!r}")
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         if int(max_targets) < 1:
             raise ValueError(f"max_targets must be >= 1, got {max_targets}")
         self.predictor_config = merge_config(predictor, SegmentPredictorConfig(), "predictor")
@@ -118,7 +137,9 @@ class SegmentJEPA(EMAPretraining):
         for p in list(self.target_encoder.parameters()) + list(self.target_head.parameters()):
             p.requires_grad_(False)
         self.masker = build_from_options(RegionMasker, masker, "model.masker", seed=mask_seed)
-        self.predictor = self.predictor_config.build(self.head_config.hidden, len(DESCRIPTOR_COLUMNS))
+        hidden = self.head_config.hidden
+        self.predictor = self.predictor_config.build(
+            hidden, len(DESCRIPTOR_COLUMNS), d_out=hidden if targets == "segments" else 2 * hidden)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
         self._probe_note_done = False
@@ -150,22 +171,33 @@ class SegmentJEPA(EMAPretraining):
         c_state, c_seg, _ = self.trunk(self.context_encoder, self.context_head, batch.x[ctx],
                                        ctx_ei, ctx_ea, ctx_pos, bvec[ctx])
 
-        # EMA trunk on the whole event -> layer norm -> the target segments' states
+        # EMA trunk on the whole event -> layer norm -> the target segments' (or hits') states
         with torch.no_grad():
             t_state, t_seg, _ = self.trunk(self.target_encoder, self.target_head, batch.x,
                                            batch.edge_index, edge_attr, pos, bvec)
+            if hp.targets == "segments":
+                chosen = target_segments(t_seg, masks.target_region)
+            else:
+                t_state = hit_states(t_state.float(), t_seg, n)
+                has_segment = torch.zeros(n, dtype=torch.bool, device=pos.device)
+                has_segment[t_seg.flatten()] = True
+                chosen = torch.nonzero((masks.target_region >= 0) & has_segment).flatten()
             t_state = F.layer_norm(t_state.float(), (t_state.shape[-1],))
-            chosen = target_segments(t_seg, masks.target_region)
             if chosen.numel() > hp.max_targets:
                 gen = self.mask_generator(self.global_step + (1 << 41))
                 chosen = chosen[torch.randperm(chosen.numel(), generator=gen)[:hp.max_targets]
                                 .to(chosen.device)]
             target = t_state[chosen]
-        qa, qb = pos[t_seg[0, chosen]], pos[t_seg[1, chosen]]
-        region = masks.target_region[t_seg[0, chosen]]
+        if hp.targets == "segments":
+            qa, qb = pos[t_seg[0, chosen]], pos[t_seg[1, chosen]]
+            q_hit = t_seg[0, chosen]
+        else:  # a hit query: a segment of length 0 at the hit
+            qa = qb = pos[chosen]
+            q_hit = chosen
+        region = masks.target_region[q_hit]
         if chosen.numel() and c_state.shape[0]:
             pred = self.predictor(c_state, ctx_pos[c_seg[0]], ctx_pos[c_seg[1]], bvec[ctx][c_seg[0]],
-                                  qa, qb, bvec[t_seg[0, chosen]], masks.region_descriptor[region])
+                                  qa, qb, bvec[q_hit], masks.region_descriptor[region])
             jepa_loss = F.smooth_l1_loss(pred.float(), target, beta=hp.loss_beta)
             with torch.no_grad():
                 mean = target.mean(0, keepdim=True).expand_as(target)

@@ -82,14 +82,19 @@ class SegmentPredictorConfig:
         hidden: width of the query states and MLPs.
         rounds: query updates.
         knn: context segments linked to each query.
+        link: ``"chain"`` (links carry :func:`link_geometry`) or ``"offset"`` (only the flag
+            and the midpoints' offset: the predictor must get the tracks' directions from the
+            context states, not from hand-made turning angles).
     """
 
     hidden: int = 64
     rounds: int = 3
     knn: int = 16
+    link: str = "chain"
 
-    def build(self, d_state: int, d_descriptor: int) -> "SegmentPredictor":
-        return SegmentPredictor(d_state, self.hidden, self.rounds, self.knn, d_descriptor)
+    def build(self, d_state: int, d_descriptor: int, d_out: int | None = None) -> "SegmentPredictor":
+        return SegmentPredictor(d_state, self.hidden, self.rounds, self.knn, d_descriptor,
+                                d_out=d_out, link=self.link)
 
 
 class SegmentPredictor(nn.Module):
@@ -101,16 +106,23 @@ class SegmentPredictor(nn.Module):
         rounds: query updates.
         knn: context segments linked to each query.
         d_descriptor: size of a target region's descriptor.
+        d_out: size of a prediction (default ``d_state``).
+        link: ``"chain"`` or ``"offset"`` (:class:`SegmentPredictorConfig`).
+
+    A query may be a single hit (``query_a == query_b``): a segment of length 0.
     """
 
     def __init__(self, d_state: int, hidden: int = 64, rounds: int = 3, knn: int = 16,
-                 d_descriptor: int = 9):
+                 d_descriptor: int = 9, d_out: int | None = None, link: str = "chain"):
         super().__init__()
         if hidden <= 0 or rounds < 1 or knn < 1:
             raise ValueError(f"SegmentPredictor needs hidden > 0, rounds >= 1, knn >= 1, got "
                              f"{hidden}, {rounds}, {knn}")
+        if link not in ("chain", "offset"):
+            raise ValueError(f"predictor.link must be 'chain' or 'offset', got {link!r}")
         self.d_state, self.hidden, self.rounds, self.knn = d_state, hidden, rounds, knn
-        self.d_descriptor = d_descriptor
+        self.d_descriptor, self.link = d_descriptor, link
+        self.d_out = d_state if d_out is None else d_out
         d_geo = SEGMENT_FEATURES + 8
         self.context_in = nn.Linear(d_state, hidden)
         self.geometry_in = mlp(d_geo, hidden, hidden)
@@ -121,7 +133,7 @@ class SegmentPredictor(nn.Module):
         self.query_norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds))
         self.query_mlps = nn.ModuleList(mlp(3 * hidden, hidden, hidden) for _ in range(rounds))
         self.out_norm = nn.LayerNorm(hidden)
-        self.out = nn.Linear(hidden, d_state)
+        self.out = nn.Linear(hidden, self.d_out)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -143,7 +155,7 @@ class SegmentPredictor(nn.Module):
             query_batch: [Q] graph index. query_desc: [Q, d_descriptor] region descriptors.
 
         Returns:
-            [Q, d_state] predicted states.
+            [Q, d_out] predicted states.
         """
         q = (self.mask_token + self.geometry_in(segment_query_features(query_a, query_b))
              + self.region_in(query_desc))
@@ -153,6 +165,8 @@ class SegmentPredictor(nn.Module):
                               chunk=512)
         src, dst = links
         geo = link_geometry(context_a[src], context_b[src], query_a[dst], query_b[dst]).to(q.dtype)
+        if self.link == "offset":  # withhold the turning angles of the virtual chain
+            geo = torch.cat([torch.zeros_like(geo[:, :12]), geo[:, 12:]], 1)
         nq = q.shape[0]
         n_in, g_in = _counts(dst, nq, q)
         for t in range(self.rounds):
@@ -164,4 +178,4 @@ class SegmentPredictor(nn.Module):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_state={self.d_state}, hidden={self.hidden}, "
-                f"rounds={self.rounds}, knn={self.knn})")
+                f"rounds={self.rounds}, knn={self.knn}, d_out={self.d_out}, link={self.link!r})")

@@ -141,3 +141,28 @@ def test_hit_level_checkpoint_leaves_the_head_fresh(tmp_path):
     assert not tf.pretrained_head
     assert all(p.requires_grad for p in tf.head.parameters())
     assert not any(p.requires_grad for p in tf.encoder.parameters())
+
+
+def test_hit_states_by_hand():
+    from gnn_jepa.models.segment_jepa import hit_states
+    state = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
+    segments = torch.tensor([[0, 0, 1],
+                             [1, 2, 2]])  # 0->1, 0->2, 1->2
+    h = hit_states(state, segments, 4)
+    # hit 0: nothing in, out = mean(s0, s1); hit 1: in s0, out s2; hit 2: in mean(s1, s2); hit 3: none
+    expected = torch.tensor([[0, 0, 2, 1], [1, 0, 5, 4], [4, 3, 0, 0], [0, 0, 0, 0]], dtype=torch.float)
+    torch.testing.assert_close(h, expected)
+
+
+def test_hit_targets_query_hits_only(toy_batch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**{**SMALL, "targets": "hits",
+                           "predictor": SegmentPredictorConfig(hidden=16, rounds=2, knn=4, link="offset")})
+    assert model.predictor.d_out == 2 * HEAD.hidden
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    out = model.jepa_forward(toy_batch, masks)
+    assert out["num_targets"] == int((masks.target_region >= 0).sum())  # every toy hit has a segment
+    out["loss"].backward()
+    assert any(p.grad.abs().sum() > 0 for p in model.context_head.parameters())
+    with pytest.raises(ValueError, match="targets must be one of"):
+        SegmentJEPA(**{**SMALL, "targets": "cells"})
