@@ -61,7 +61,7 @@ def without_output(head: nn.Module) -> nn.Module:
 
 
 #: What the predictor predicts (``SegmentJEPA(targets=...)``).
-TARGETS = ("segments", "hits")
+TARGETS = ("segments", "hits", "boundary")
 
 
 def hit_states(state: Tensor, segments: Tensor, num_nodes: int) -> Tensor:
@@ -139,7 +139,7 @@ class SegmentJEPA(EMAPretraining):
         self.masker = build_from_options(RegionMasker, masker, "model.masker", seed=mask_seed)
         hidden = self.head_config.hidden
         self.predictor = self.predictor_config.build(
-            hidden, len(DESCRIPTOR_COLUMNS), d_out=hidden if targets == "segments" else 2 * hidden)
+            hidden, len(DESCRIPTOR_COLUMNS), d_out=2 * hidden if targets == "hits" else hidden)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
         self._probe_cache: list = []
         self._probe_note_done = False
@@ -177,6 +177,13 @@ class SegmentJEPA(EMAPretraining):
                                            batch.edge_index, edge_attr, pos, bvec)
             if hp.targets == "segments":
                 chosen = target_segments(t_seg, masks.target_region)
+            elif hp.targets == "boundary":
+                ctx_idx = torch.nonzero(ctx).flatten()
+                g_seg = ctx_idx[c_seg]  # context segments in the event's hit indices
+                near = torch.zeros(n, dtype=torch.bool, device=pos.device)
+                src, dst = batch.edge_index
+                near[src[masks.target_region[dst] >= 0]] = True
+                chosen = torch.nonzero(near[g_seg[0]] | near[g_seg[1]]).flatten()
             else:
                 t_state = hit_states(t_state.float(), t_seg, n)
                 has_segment = torch.zeros(n, dtype=torch.bool, device=pos.device)
@@ -187,8 +194,18 @@ class SegmentJEPA(EMAPretraining):
                 gen = self.mask_generator(self.global_step + (1 << 41))
                 chosen = chosen[torch.randperm(chosen.numel(), generator=gen)[:hp.max_targets]
                                 .to(chosen.device)]
-            target = t_state[chosen]
-        if hp.targets == "segments":
+            if hp.targets == "boundary":
+                # every context segment is a segment of the whole event (same hits, same
+                # orientation); the event's segments are sorted by (inner, outer) hit
+                full = torch.searchsorted(t_seg[0] * n + t_seg[1],
+                                          g_seg[0, chosen] * n + g_seg[1, chosen])
+                target = t_state[full]
+            else:
+                target = t_state[chosen]
+        if hp.targets == "boundary":  # the context segment itself is the query
+            qa, qb = ctx_pos[c_seg[0, chosen]], ctx_pos[c_seg[1, chosen]]
+            q_hit = torch.nonzero(ctx).flatten()[c_seg[0, chosen]]
+        elif hp.targets == "segments":
             qa, qb = pos[t_seg[0, chosen]], pos[t_seg[1, chosen]]
             q_hit = t_seg[0, chosen]
         else:  # a hit query: a segment of length 0 at the hit

@@ -166,3 +166,33 @@ def test_hit_targets_query_hits_only(toy_batch):
     assert any(p.grad.abs().sum() > 0 for p in model.context_head.parameters())
     with pytest.raises(ValueError, match="targets must be one of"):
         SegmentJEPA(**{**SMALL, "targets": "cells"})
+
+
+def test_boundary_targets_are_the_full_event_states_of_context_segments_next_to_a_target(toy_batch, monkeypatch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**{**SMALL, "targets": "boundary"})
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    seen = {}
+
+    def fake(*args):
+        seen["q"] = args[4:6]
+        return torch.zeros(args[4].shape[0], HEAD.hidden)
+    monkeypatch.setattr(model.predictor, "forward", fake)
+    out = model.jepa_forward(toy_batch, masks)
+    qa, qb = seen["q"]
+    ctx = masks.context
+    tr = masks.target_region
+    src, dst = toy_batch.edge_index
+    near = torch.zeros(toy_batch.num_nodes, dtype=torch.bool)
+    near[src[tr[dst] >= 0]] = True
+    # by hand: every context segment (both hits in the context) with a hit next to a target hit
+    pos = toy_batch.pos
+    from gnn_jepa.nn.segment_pairs import oriented_segments
+    segs, _ = oriented_segments(pos, toy_batch.edge_index)
+    keep = ctx[segs[0]] & ctx[segs[1]] & (near[segs[0]] | near[segs[1]])
+    assert out["num_targets"] == int(keep.sum()) > 0
+    got = sorted(map(tuple, torch.cat([qa, qb], 1).tolist()))
+    want = sorted(map(tuple, torch.cat([pos[segs[0, keep]], pos[segs[1, keep]]], 1).tolist()))
+    assert got == want
+    # a zero prediction scores the mean |target| (smooth L1, beta 1, |t| < 1 mostly): > 0
+    assert out["jepa_loss"] > 0
