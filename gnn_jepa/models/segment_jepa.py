@@ -94,6 +94,9 @@ class SegmentJEPA(EMAPretraining):
             hits) or ``"hits"`` (each target hit's state: the means of the final states of
             the segments into and out of it, :func:`hit_states`; the predictor told only the
             hit's position, so where its track goes on must come from the context).
+        center_targets: subtract from every target the mean target of its region: what all
+            segments of a region share (where the region lies, how dense it is) is then no
+            longer predicted, only how each segment differs from its neighbours.
         max_targets: target segments scored per step at most (a seeded random subset when
             there are more): bounds the predictor's cost on large events.
         loss_beta: smooth L1 beta.
@@ -109,7 +112,8 @@ class SegmentJEPA(EMAPretraining):
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), head: HeadConfig = SEGMENT_HEAD,
                  predictor: SegmentPredictorConfig = SegmentPredictorConfig(),
-                 masker: Optional[dict] = None, targets: str = "segments", max_targets: int = 4096,
+                 masker: Optional[dict] = None, targets: str = "segments",
+                 center_targets: bool = False, max_targets: int = 4096,
                  loss_beta: float = 1.0,
                  anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,
                  ema_momentum: tuple[float, float] = (0.996, 1.0),
@@ -212,6 +216,8 @@ class SegmentJEPA(EMAPretraining):
             qa = qb = pos[chosen]
             q_hit = chosen
         region = masks.target_region[q_hit]
+        if hp.center_targets and chosen.numel():
+            target = target - scatter(target, region, dim=0, reduce="mean").index_select(0, region)
         if chosen.numel() and c_state.shape[0]:
             pred = self.predictor(c_state, ctx_pos[c_seg[0]], ctx_pos[c_seg[1]], bvec[ctx][c_seg[0]],
                                   qa, qb, bvec[q_hit], masks.region_descriptor[region])

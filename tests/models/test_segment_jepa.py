@@ -196,3 +196,30 @@ def test_boundary_targets_are_the_full_event_states_of_context_segments_next_to_
     assert got == want
     # a zero prediction scores the mean |target| (smooth L1, beta 1, |t| < 1 mostly): > 0
     assert out["jepa_loss"] > 0
+
+
+def test_centred_targets_have_zero_mean_per_region(toy_batch, monkeypatch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**{**SMALL, "center_targets": True})
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    seen = {}
+    orig = model.predictor.forward
+
+    def spy(*args):
+        seen["region_desc"] = args[7]
+        return orig(*args)
+    monkeypatch.setattr(model.predictor, "forward", spy)
+    captured = {}
+    real_loss = torch.nn.functional.smooth_l1_loss
+
+    def loss_spy(pred, target, **kw):
+        captured["target"] = target
+        return real_loss(pred, target, **kw)
+    monkeypatch.setattr(torch.nn.functional, "smooth_l1_loss", loss_spy)
+    model.jepa_forward(toy_batch, masks)
+    target, desc = captured["target"], seen["region_desc"]
+    regions = torch.unique(desc, dim=0, return_inverse=True)[1]
+    assert regions.max() >= 1  # two regions or more
+    for k in range(int(regions.max()) + 1):
+        torch.testing.assert_close(target[regions == k].mean(0), torch.zeros(target.shape[1]),
+                                   atol=1e-5, rtol=0)

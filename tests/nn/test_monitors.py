@@ -152,3 +152,17 @@ def test_edge_probe_bad_edges():
         edge_probe_auc(emb, bad, labels, emb, edges, labels)
     with pytest.raises(ValueError, match="labels"):
         edge_probe_auc(emb, edges, labels[:-1], emb, edges, labels)
+
+
+def test_linear_probe_scores_separate_a_linear_rule_and_restore_the_rng():
+    from gnn_jepa.nn.monitors import probe_scores
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g)
+    y = (x[:, 0] - 2 * x[:, 2] > 0.5).float()  # a linear rule
+    state = torch.get_rng_state()
+    s = probe_scores(x[:200], y[:200], x[200:], hidden=0, steps=300)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert s.shape == (200,)
+    assert roc_auc(s, y[200:]) > 0.99
+    with pytest.raises(ValueError, match="segment probe: train labels need both classes"):
+        probe_scores(x[:10], torch.zeros(10), x[10:], hidden=0, what="segment probe")
