@@ -103,6 +103,8 @@ class EMAPretraining(pl.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         self.log("train/jepa_loss", out["jepa_loss"], batch_size=bs)
         self.log("train/anti_collapse", out["anti_collapse"], batch_size=bs)
+        if "displaced_loss" in out:
+            self.log("train/displaced_loss", out["displaced_loss"], batch_size=bs)
         self.log("train/ema_momentum", self.momentum(), batch_size=bs)
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]

@@ -72,6 +72,36 @@ def hit_states(state: Tensor, segments: Tensor, num_nodes: int) -> Tensor:
     return torch.cat([into, out_of], 1)
 
 
+def displace_hits(pos: Tensor, x: Tensor, fraction: float, mm: tuple[float, float],
+                  generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Move ``fraction`` of the hits along phi by ``mm`` (uniform in the range, either sign).
+
+    Returns the new positions, the new hit features (the one column of ``x`` that holds
+    phi / pi is updated; the others, r, z and eta, do not change under a rotation) and the
+    [N] bool mask of the moved hits.
+
+    Raises:
+        ValueError: no column of ``x`` holds phi / pi (hit features without phi).
+    """
+    n = pos.shape[0]
+    r = torch.hypot(pos[:, 0], pos[:, 1]).clamp_min(1e-3)
+    phi = torch.atan2(pos[:, 1], pos[:, 0])
+    col = [j for j in range(x.shape[1]) if torch.allclose(x[:, j].float(), (phi / math.pi).float(), atol=1e-4)]
+    if not col:
+        raise ValueError("displaced-hit task: no hit feature column holds phi / pi (data.features "
+                         "must include 'phi')")
+    u = torch.rand(n, generator=generator).to(pos.device)
+    moved = u < fraction
+    size = torch.rand(n, generator=generator).to(pos.device) * (mm[1] - mm[0]) + mm[0]
+    sign = torch.where(torch.rand(n, generator=generator).to(pos.device) < 0.5, -1.0, 1.0)
+    new_phi = torch.where(moved, phi + sign * size / r, phi)
+    new_phi = torch.atan2(torch.sin(new_phi), torch.cos(new_phi))
+    new_pos = torch.stack([r * torch.cos(new_phi), r * torch.sin(new_phi), pos[:, 2]], 1).to(pos.dtype)
+    new_x = x.clone()
+    new_x[:, col[0]] = (new_phi / math.pi).to(x.dtype)
+    return torch.where(moved[:, None], new_pos, pos), new_x, moved
+
+
 def target_segments(segments: Tensor, target_region: Tensor) -> Tensor:
     """Indices of the segments ([2, S]) with both hits in one target region (``target_region``
     [N], -1 outside every target)."""
@@ -97,6 +127,14 @@ class SegmentJEPA(EMAPretraining):
         center_targets: subtract from every target the mean target of its region: what all
             segments of a region share (where the region lies, how dense it is) is then no
             longer predicted, only how each segment differs from its neighbours.
+        displaced_weight: weight of the displaced-hit task (0: off): before the context
+            trunk runs, ``displaced_fraction`` of the context hits are moved along phi by
+            ``displacement_mm`` (uniform, either sign; the graph's edges stay), and a linear
+            layer on each hit's trunk state (:func:`hit_states`) must tell which moved. A
+            moved hit bends the track it lies on, so the trunk must find the smooth chain
+            through each hit: the knowledge track finding needs, with labels that come from
+            the corruption, not from truth.
+        displaced_fraction, displacement_mm: see ``displaced_weight``.
         max_targets: target segments scored per step at most (a seeded random subset when
             there are more): bounds the predictor's cost on large events.
         loss_beta: smooth L1 beta.
@@ -113,7 +151,9 @@ class SegmentJEPA(EMAPretraining):
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), head: HeadConfig = SEGMENT_HEAD,
                  predictor: SegmentPredictorConfig = SegmentPredictorConfig(),
                  masker: Optional[dict] = None, targets: str = "segments",
-                 center_targets: bool = False, max_targets: int = 4096,
+                 center_targets: bool = False, displaced_weight: float = 0.0,
+                 displaced_fraction: float = 0.1,
+                 displacement_mm: tuple[float, float] = (2.0, 20.0), max_targets: int = 4096,
                  loss_beta: float = 1.0,
                  anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,
                  ema_momentum: tuple[float, float] = (0.996, 1.0),
@@ -145,6 +185,11 @@ class SegmentJEPA(EMAPretraining):
         self.predictor = self.predictor_config.build(
             hidden, len(DESCRIPTOR_COLUMNS), d_out=2 * hidden if targets == "hits" else hidden)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
+        if displaced_weight < 0 or not 0 < displaced_fraction < 1 or not 0 <= displacement_mm[0] <= displacement_mm[1]:
+            raise ValueError("need displaced_weight >= 0, 0 < displaced_fraction < 1 and "
+                             f"0 <= displacement_mm[0] <= [1], got {displaced_weight}, "
+                             f"{displaced_fraction}, {displacement_mm}")
+        self.displaced_out = nn.Linear(2 * hidden, 1) if displaced_weight > 0 else None
         self._probe_cache: list = []
         self._probe_note_done = False
 
@@ -171,8 +216,13 @@ class SegmentJEPA(EMAPretraining):
         # context trunk on the context subgraph
         ctx = masks.context
         ctx_ei, ctx_ea = subgraph(ctx, batch.edge_index, edge_attr, relabel_nodes=True, num_nodes=n)
-        ctx_pos = pos[ctx]
-        c_state, c_seg, _ = self.trunk(self.context_encoder, self.context_head, batch.x[ctx],
+        ctx_pos, ctx_x = pos[ctx], batch.x[ctx]
+        moved = None
+        if self.displaced_out is not None and ctx_pos.shape[0]:
+            ctx_pos, ctx_x, moved = displace_hits(
+                ctx_pos, ctx_x, hp.displaced_fraction, hp.displacement_mm,
+                self.mask_generator(self.global_step + (1 << 42)))
+        c_state, c_seg, _ = self.trunk(self.context_encoder, self.context_head, ctx_x,
                                        ctx_ei, ctx_ea, ctx_pos, bvec[ctx])
 
         # EMA trunk on the whole event -> layer norm -> the target segments' (or hits') states
@@ -232,7 +282,15 @@ class SegmentJEPA(EMAPretraining):
             ac_loss, ac_parts = self.anti_collapse(c_state, generator=self.projection_generator(c_state.device))
         else:
             ac_loss, ac_parts = c_state.sum() * 0.0, {}
-        return {"loss": jepa_loss + ac_loss, "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
+        displaced_loss = torch.zeros((), device=pos.device)
+        if moved is not None:
+            logit = self.displaced_out(hit_states(c_state, c_seg, ctx_pos.shape[0])).squeeze(-1)
+            y = moved.float()
+            pw = ((y.numel() - y.sum()) / y.sum().clamp_min(1.0)).clamp(1.0, 100.0)
+            displaced_loss = F.binary_cross_entropy_with_logits(logit.float(), y, pos_weight=pw)
+        return {"loss": jepa_loss + ac_loss + hp.displaced_weight * displaced_loss,
+                "displaced_loss": displaced_loss,
+                "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
                 "ac_parts": ac_parts, "baseline_loss": baseline, "c_state": c_state,
                 "num_targets": int(chosen.numel())}
 

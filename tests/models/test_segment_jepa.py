@@ -223,3 +223,35 @@ def test_centred_targets_have_zero_mean_per_region(toy_batch, monkeypatch):
     for k in range(int(regions.max()) + 1):
         torch.testing.assert_close(target[regions == k].mean(0), torch.zeros(target.shape[1]),
                                    atol=1e-5, rtol=0)
+
+
+def test_displace_hits_moves_the_chosen_hits_along_phi_only(toy_batch):
+    import math
+    from gnn_jepa.models.segment_jepa import displace_hits
+    pos, x = toy_batch.pos, toy_batch.x
+    new_pos, new_x, moved = displace_hits(pos, x, 0.3, (5.0, 5.0), torch.Generator().manual_seed(0))
+    assert 0 < int(moved.sum()) < pos.shape[0]
+    torch.testing.assert_close(new_pos[~moved], pos[~moved])
+    r, new_r = pos[:, :2].norm(dim=1), new_pos[:, :2].norm(dim=1)
+    torch.testing.assert_close(new_r, r, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(new_pos[:, 2], pos[:, 2])
+    # 5 mm of arc at every moved hit
+    arc = (new_pos[moved, :2] - pos[moved, :2]).norm(dim=1)
+    torch.testing.assert_close(arc, torch.full_like(arc, 5.0), rtol=1e-3, atol=1e-3)
+    # the phi feature follows, r / z / eta do not move
+    phi = torch.atan2(new_pos[:, 1], new_pos[:, 0])
+    torch.testing.assert_close(new_x[:, 1], phi / math.pi, atol=1e-5, rtol=0)
+    torch.testing.assert_close(new_x[:, [0, 2, 3]], x[:, [0, 2, 3]])
+    with pytest.raises(ValueError, match="phi"):
+        displace_hits(pos, x[:, [0, 2, 3]], 0.3, (5.0, 5.0), torch.Generator().manual_seed(0))
+
+
+def test_displaced_task_adds_a_loss_that_trains_the_trunk(toy_batch):
+    torch.manual_seed(0)
+    model = SegmentJEPA(**{**SMALL, "displaced_weight": 1.0})
+    masks = model.masker(toy_batch, model.mask_generator(0))
+    out = model.jepa_forward(toy_batch, masks)
+    assert out["displaced_loss"] > 0
+    out["displaced_loss"].backward()
+    assert any(p.grad.abs().sum() > 0 for p in model.context_head.parameters())
+    assert model.displaced_out.weight.grad.abs().sum() > 0
