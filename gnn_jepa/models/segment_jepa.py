@@ -135,6 +135,8 @@ class SegmentJEPA(EMAPretraining):
             through each hit: the knowledge track finding needs, with labels that come from
             the corruption, not from truth.
         displaced_fraction, displacement_mm: see ``displaced_weight``.
+        jepa_weight: weight of the JEPA loss (0 with ``displaced_weight > 0``: the
+            displaced-hit task alone, as a reference).
         max_targets: target segments scored per step at most (a seeded random subset when
             there are more): bounds the predictor's cost on large events.
         loss_beta: smooth L1 beta.
@@ -153,7 +155,8 @@ class SegmentJEPA(EMAPretraining):
                  masker: Optional[dict] = None, targets: str = "segments",
                  center_targets: bool = False, displaced_weight: float = 0.0,
                  displaced_fraction: float = 0.1,
-                 displacement_mm: tuple[float, float] = (2.0, 20.0), max_targets: int = 4096,
+                 displacement_mm: tuple[float, float] = (2.0, 20.0), jepa_weight: float = 1.0,
+                 max_targets: int = 4096,
                  loss_beta: float = 1.0,
                  anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,
                  ema_momentum: tuple[float, float] = (0.996, 1.0),
@@ -185,7 +188,7 @@ class SegmentJEPA(EMAPretraining):
         self.predictor = self.predictor_config.build(
             hidden, len(DESCRIPTOR_COLUMNS), d_out=2 * hidden if targets == "hits" else hidden)
         self.anti_collapse = AntiCollapse(anti_collapse, weight=anti_collapse_weight)
-        if displaced_weight < 0 or not 0 < displaced_fraction < 1 or not 0 <= displacement_mm[0] <= displacement_mm[1]:
+        if jepa_weight < 0 or displaced_weight < 0 or not 0 < displaced_fraction < 1 or not 0 <= displacement_mm[0] <= displacement_mm[1]:
             raise ValueError("need displaced_weight >= 0, 0 < displaced_fraction < 1 and "
                              f"0 <= displacement_mm[0] <= [1], got {displaced_weight}, "
                              f"{displaced_fraction}, {displacement_mm}")
@@ -288,7 +291,7 @@ class SegmentJEPA(EMAPretraining):
             y = moved.float()
             pw = ((y.numel() - y.sum()) / y.sum().clamp_min(1.0)).clamp(1.0, 100.0)
             displaced_loss = F.binary_cross_entropy_with_logits(logit.float(), y, pos_weight=pw)
-        return {"loss": jepa_loss + ac_loss + hp.displaced_weight * displaced_loss,
+        return {"loss": hp.jepa_weight * jepa_loss + ac_loss + hp.displaced_weight * displaced_loss,
                 "displaced_loss": displaced_loss,
                 "jepa_loss": jepa_loss, "anti_collapse": ac_loss,
                 "ac_parts": ac_parts, "baseline_loss": baseline, "c_state": c_state,
