@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter, subgraph
 
 from gnn_jepa.config import build_from_options, merge_config
-from gnn_jepa.graph.edges import segment_labels
+from gnn_jepa.graph.edges import edge_features, segment_labels
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker
 from gnn_jepa.models.jepa import EMAPretraining
 from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
@@ -208,8 +208,11 @@ class SegmentJEPA(EMAPretraining):
         return head.segment_states(h, edge_index, pos=pos)
 
     # ------------------------------------------------------------------ the JEPA step
-    def jepa_forward(self, batch, masks) -> dict:
+    def jepa_forward(self, batch, masks, seed_step: Optional[int] = None) -> dict:
+        """The step's losses. ``seed_step`` seeds the displacements and the target subset
+        (default: the global step; validation passes the fixed seed of its masks)."""
         hp = self.hparams
+        seed_step = self.global_step if seed_step is None else seed_step
         n = batch.num_nodes
         pos = batch.pos
         bvec = batch.batch if getattr(batch, "batch", None) is not None else \
@@ -224,7 +227,9 @@ class SegmentJEPA(EMAPretraining):
         if self.displaced_out is not None and ctx_pos.shape[0]:
             ctx_pos, ctx_x, moved = displace_hits(
                 ctx_pos, ctx_x, hp.displaced_fraction, hp.displacement_mm,
-                self.mask_generator(self.global_step + (1 << 42)))
+                self.mask_generator(seed_step + (1 << 42)))
+            if ctx_ea is not None:  # the edges' geometry follows the moved hits (else it tells them)
+                ctx_ea = edge_features(ctx_pos, ctx_ei).to(ctx_ea.dtype)
         c_state, c_seg, _ = self.trunk(self.context_encoder, self.context_head, ctx_x,
                                        ctx_ei, ctx_ea, ctx_pos, bvec[ctx])
 
@@ -237,10 +242,13 @@ class SegmentJEPA(EMAPretraining):
             elif hp.targets == "boundary":
                 ctx_idx = torch.nonzero(ctx).flatten()
                 g_seg = ctx_idx[c_seg]  # context segments in the event's hit indices
-                near = torch.zeros(n, dtype=torch.bool, device=pos.device)
+                # the target region next to each hit (-1: none; either edge direction)
+                near = torch.full((n,), -1, dtype=torch.long, device=pos.device)
                 src, dst = batch.edge_index
-                near[src[masks.target_region[dst] >= 0]] = True
-                chosen = torch.nonzero(near[g_seg[0]] | near[g_seg[1]]).flatten()
+                tr = masks.target_region
+                near[src[tr[dst] >= 0]] = tr[dst[tr[dst] >= 0]]
+                near[dst[tr[src] >= 0]] = tr[src[tr[src] >= 0]]
+                chosen = torch.nonzero((near[g_seg[0]] >= 0) | (near[g_seg[1]] >= 0)).flatten()
             else:
                 t_state = hit_states(t_state.float(), t_seg, n)
                 has_segment = torch.zeros(n, dtype=torch.bool, device=pos.device)
@@ -248,27 +256,36 @@ class SegmentJEPA(EMAPretraining):
                 chosen = torch.nonzero((masks.target_region >= 0) & has_segment).flatten()
             t_state = F.layer_norm(t_state.float(), (t_state.shape[-1],))
             if chosen.numel() > hp.max_targets:
-                gen = self.mask_generator(self.global_step + (1 << 41))
+                gen = self.mask_generator(seed_step + (1 << 41))
                 chosen = chosen[torch.randperm(chosen.numel(), generator=gen)[:hp.max_targets]
                                 .to(chosen.device)]
             if hp.targets == "boundary":
                 # every context segment is a segment of the whole event (same hits, same
                 # orientation); the event's segments are sorted by (inner, outer) hit
-                full = torch.searchsorted(t_seg[0] * n + t_seg[1],
-                                          g_seg[0, chosen] * n + g_seg[1, chosen])
+                codes = t_seg[0] * n + t_seg[1]
+                wanted = g_seg[0, chosen] * n + g_seg[1, chosen]
+                full = torch.searchsorted(codes, wanted).clamp_max(codes.numel() - 1)
+                if not torch.equal(codes[full], wanted):
+                    raise RuntimeError("boundary targets: a context segment is not a segment of "
+                                       "the whole event (its orientation changed?)")
                 target = t_state[full]
             else:
                 target = t_state[chosen]
         if hp.targets == "boundary":  # the context segment itself is the query
             qa, qb = ctx_pos[c_seg[0, chosen]], ctx_pos[c_seg[1, chosen]]
-            q_hit = torch.nonzero(ctx).flatten()[c_seg[0, chosen]]
+            # the query's region: the target next to its inner hit, else to its outer hit
+            inner_near = near[g_seg[0, chosen]]
+            first = inner_near >= 0
+            q_hit = torch.where(first, g_seg[0, chosen], g_seg[1, chosen])
+            region = torch.where(first, inner_near, near[g_seg[1, chosen]])
         elif hp.targets == "segments":
             qa, qb = pos[t_seg[0, chosen]], pos[t_seg[1, chosen]]
             q_hit = t_seg[0, chosen]
         else:  # a hit query: a segment of length 0 at the hit
             qa = qb = pos[chosen]
             q_hit = chosen
-        region = masks.target_region[q_hit]
+        if hp.targets != "boundary":
+            region = masks.target_region[q_hit]
         if hp.center_targets and chosen.numel():
             target = target - scatter(target, region, dim=0, reduce="mean").index_select(0, region)
         if chosen.numel() and c_state.shape[0]:
@@ -286,6 +303,8 @@ class SegmentJEPA(EMAPretraining):
         else:
             ac_loss, ac_parts = c_state.sum() * 0.0, {}
         displaced_loss = torch.zeros((), device=pos.device)
+        if self.displaced_out is not None and moved is None:  # no context: touch the layer (DDP)
+            displaced_loss = sum(p.sum() * 0.0 for p in self.displaced_out.parameters())
         if moved is not None:
             logit = self.displaced_out(hit_states(c_state, c_seg, ctx_pos.shape[0])).squeeze(-1)
             y = moved.float()
@@ -300,7 +319,7 @@ class SegmentJEPA(EMAPretraining):
     # ------------------------------------------------------------------ validation & probes
     def validation_step(self, batch, batch_idx):
         masks = self.masker(batch, self.mask_generator(10**9 + batch_idx))
-        out = self.jepa_forward(batch, masks)
+        out = self.jepa_forward(batch, masks, seed_step=10**9 + batch_idx)
         bs = int(batch.num_graphs)
         log = dict(batch_size=bs, sync_dist=True)
         self.log("val/loss", out["loss"], prog_bar=True, **log)

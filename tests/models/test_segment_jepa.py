@@ -82,11 +82,13 @@ def test_ema_moves_encoder_and_head_trunk(toy_batch):
     with torch.no_grad():
         for p in list(model.context_encoder.parameters()) + list(model.context_head.parameters()):
             p.add_(1.0)
-    before = [p.clone() for p in model.target_head.parameters()]
+    pairs = [(model.target_encoder, model.context_encoder), (model.target_head, model.context_head)]
+    before = [[p.clone() for p in t.parameters()] for t, _ in pairs]
     m = model.momentum(0)
     model.ema_update(0)
-    for b, t, c in zip(before, model.target_head.parameters(), model.context_head.parameters()):
-        torch.testing.assert_close(t, m * b + (1 - m) * c)
+    for (t_mod, c_mod), old in zip(pairs, before):
+        for b, t, c in zip(old, t_mod.parameters(), c_mod.parameters()):
+            torch.testing.assert_close(t, m * b + (1 - m) * c)
 
 
 def test_bad_settings_raise():
@@ -124,6 +126,9 @@ def test_finetuning_loads_encoder_and_trunk_with_a_fresh_output_layer(tmp_path):
     frozen = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="frozen")
     trainable = sorted(n for n, p in frozen.named_parameters() if p.requires_grad)
     assert trainable == ["head.out.bias", "head.out.weight", "head.out_norm.bias", "head.out_norm.weight"]
+    frozen.optim = OptimConfig(total_steps=10)
+    groups = frozen.configure_optimizers()["optimizer"].param_groups
+    assert sum(len(g["params"]) for g in groups) == 4  # the output layer only
 
 
 def test_finetuning_with_another_head_names_the_settings(tmp_path):
@@ -176,6 +181,7 @@ def test_boundary_targets_are_the_full_event_states_of_context_segments_next_to_
 
     def fake(*args):
         seen["q"] = args[4:6]
+        seen["desc"] = args[7]
         return torch.zeros(args[4].shape[0], HEAD.hidden)
     monkeypatch.setattr(model.predictor, "forward", fake)
     out = model.jepa_forward(toy_batch, masks)
@@ -194,8 +200,21 @@ def test_boundary_targets_are_the_full_event_states_of_context_segments_next_to_
     got = sorted(map(tuple, torch.cat([qa, qb], 1).tolist()))
     want = sorted(map(tuple, torch.cat([pos[segs[0, keep]], pos[segs[1, keep]]], 1).tolist()))
     assert got == want
-    # a zero prediction scores the mean |target| (smooth L1, beta 1, |t| < 1 mostly): > 0
     assert out["jepa_loss"] > 0
+    # each query is told the region of a target hit next to one of its hits
+    regions_near = {}
+    tr = masks.target_region
+    for a, b in zip(src.tolist(), dst.tolist()):
+        if tr[b] >= 0:
+            regions_near.setdefault(a, set()).add(int(tr[b]))
+    desc = seen["desc"]
+    for k in torch.nonzero(keep).flatten().tolist():
+        i = torch.nonzero((qa == pos[segs[0, k]]).all(1) & (qb == pos[segs[1, k]]).all(1)).flatten()[0]
+        allowed = regions_near.get(int(segs[0, k]), set()) | regions_near.get(int(segs[1, k]), set())
+        assert any(torch.equal(desc[i], masks.region_descriptor[r]) for r in allowed)
+    # centring per region works with boundary queries too
+    model2 = SegmentJEPA(**{**SMALL, "targets": "boundary", "center_targets": True})
+    assert torch.isfinite(model2.jepa_forward(toy_batch, masks)["loss"])
 
 
 def test_centred_targets_have_zero_mean_per_region(toy_batch, monkeypatch):
@@ -255,3 +274,34 @@ def test_displaced_task_adds_a_loss_that_trains_the_trunk(toy_batch):
     out["displaced_loss"].backward()
     assert any(p.grad.abs().sum() > 0 for p in model.context_head.parameters())
     assert model.displaced_out.weight.grad.abs().sum() > 0
+
+
+def test_displaced_hits_carry_their_moved_edge_geometry(toy_batch, monkeypatch):
+    """The encoder's edge features are recomputed from the moved positions: left as they were,
+    their mismatch with the hits' phi would give the moved hits away."""
+    from gnn_jepa.graph.edges import edge_features
+    torch.manual_seed(0)
+    batch = toy_batch.clone()
+    batch.edge_attr = edge_features(batch.pos, batch.edge_index)
+    model = SegmentJEPA(**{**SMALL, "displaced_weight": 1.0,
+                           "encoder": EncoderConfig(d_model=16, d_embedding=8, n_layers=2, heads=2)})
+    masks = model.masker(batch, model.mask_generator(0))
+    calls = []
+    orig = model.context_encoder.forward
+
+    def spy(x, edge_index, edge_attr=None, **kw):
+        calls.append((x, edge_index, edge_attr))
+        return orig(x, edge_index, edge_attr, **kw)
+    monkeypatch.setattr(model.context_encoder, "forward", spy)
+    seen = {}
+    real_trunk = model.trunk
+
+    def trunk_spy(encoder, head, x, ei, ea, pos, batch=None):
+        if encoder is model.context_encoder:
+            seen["pos"] = pos
+        return real_trunk(encoder, head, x, ei, ea, pos, batch)
+    monkeypatch.setattr(model, "trunk", trunk_spy)
+    model.jepa_forward(batch, masks)
+    x, ei, ea = calls[0]
+    assert not torch.equal(seen["pos"], batch.pos[masks.context])  # some hits moved
+    torch.testing.assert_close(ea, edge_features(seen["pos"], ei))
