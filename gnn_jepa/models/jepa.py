@@ -94,6 +94,19 @@ class EMAPretraining(pl.LightningModule):
     def mask_generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.hparams.mask_seed * 1_000_003 + int(step))
 
+    def labelled_probe_events(self, events: list, probes: str) -> list:
+        """The events that carry truth (the probes need it); events of hits only (e.g.
+        ColliderML hits shards without particles) are left out, and said so once."""
+        labelled = [d for d in events if (bool(d.has_truth.all()) if "has_truth" in d
+                                          else bool((d.particle_id != 0).any()))]
+        if len(labelled) < len(events) and not self._probe_note_done:
+            self._probe_note_done = True
+            rank_zero_info(f"probes: {len(events) - len(labelled)} of {len(events)} validation "
+                           f"events carry no truth (every hit unlabelled) and are left out of the "
+                           f"truth probes ({probes})"
+                           + ("; none is left, so no probe is logged" if not labelled else ""))
+        return labelled
+
     def training_step(self, batch, batch_idx):
         masks = self.masker(batch, self.mask_generator(self.global_step))
         out = self.jepa_forward(batch, masks)
@@ -303,17 +316,7 @@ class JEPAPretraining(EMAPretraining):
         self._probe_cache = []
         if not events or self.trainer.sanity_checking:
             return
-        # the probes need truth: events of hits only (unlabelled, e.g. ColliderML hits shards
-        # without particles) are left out of them, and said so once
-        labelled = [d for d in events if (bool(d.has_truth.all()) if "has_truth" in d
-                                          else bool((d.particle_id != 0).any()))]
-        if len(labelled) < len(events) and not self._probe_note_done:
-            self._probe_note_done = True
-            rank_zero_info(f"probes: {len(events) - len(labelled)} of {len(events)} validation "
-                           "events carry no truth (every hit unlabelled) and are left out of the "
-                           "truth probes (probe/ap_at_k_*, probe/edge_auc_*)"
-                           + ("; none is left, so no probe is logged" if not labelled else ""))
-        events = labelled
+        events = self.labelled_probe_events(events, "probe/ap_at_k_*, probe/edge_auc_*")
         if not events:
             return
         for name, enc in (("pretrained", self.target_encoder), ("random", self._random_encoder())):

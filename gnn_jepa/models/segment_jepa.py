@@ -378,12 +378,7 @@ class SegmentJEPA(EMAPretraining):
         events, self._probe_cache = self._probe_cache, []
         if self.trainer.sanity_checking:
             return
-        labelled = [d for d in events if (bool(d.has_truth.all()) if "has_truth" in d
-                                          else bool((d.particle_id != 0).any()))]
-        if len(labelled) < len(events) and not self._probe_note_done:
-            self._probe_note_done = True
-            rank_zero_info(f"probes: {len(events) - len(labelled)} of {len(events)} validation "
-                           "events carry no truth and are left out of the segment probes")
+        labelled = self.labelled_probe_events(events, "probe/segment_*")
         if len(labelled) < 2:
             return
         for name, (enc, head) in (("pretrained", (self.target_encoder, self.target_head)),
