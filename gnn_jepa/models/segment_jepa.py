@@ -30,7 +30,6 @@ import math
 from dataclasses import asdict
 from typing import Optional
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
