@@ -205,3 +205,56 @@ def test_bf16_autocast_runs_and_ties_share_their_gradient():
     src = src.requires_grad_()
     _scatter_max(src, index, 1000, groups=1000).float().sum().backward()
     assert src.grad[:2, 0].tolist() == [0.5, 0.5]
+
+
+def direct_pair_messages(net, seg, first, second, geo, size):
+    """The four aggregations of ``net([seg[first], seg[second], geo])`` by torch's scatters."""
+    m = net(torch.cat([seg[first], seg[second], geo], 1))
+    out = []
+    for ix in (first, second):
+        e = ix.unsqueeze(1).expand_as(m)
+        out.append(m.new_zeros(size, m.shape[1]).scatter_reduce(0, e, m, "amax", include_self=False))
+        out.append(m.new_zeros(size, m.shape[1]).index_add(0, ix, m))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 16])
+def test_pair_messages_equal_torch_scatters_in_chunks_and_with_ties(chunk):
+    """Values and gradients of :func:`pair_messages` (messages recomputed chunk by chunk in
+    backward) equal the direct formula's, with a segment in no pair, pairs split over several
+    chunks and a message column in which every pair ties (its second layer's row is zero)."""
+    from gnn_jepa.nn.layers import mlp
+    from gnn_jepa.nn.segment_pairs import pair_messages
+    g = torch.Generator().manual_seed(5)
+    size, hid = 12, 6
+    first = torch.randint(0, 10, (40,), generator=g)  # segments 10, 11: no successors
+    second = torch.randint(1, 12, (40,), generator=g)  # segment 0: no predecessors
+    geo = torch.randn(40, 3, generator=g)
+    net = mlp(2 * hid + 3, hid, hid)
+    with torch.no_grad():
+        net[2].weight[2].zero_()  # column 2: m = bias for every pair, all tie
+    seg = torch.randn(size, hid, generator=g, requires_grad=True)
+    groups = (int(first.unique().numel()), int(second.unique().numel()))
+    ups = [torch.randn(size, hid, generator=g) for _ in range(4)]
+    out = pair_messages(net, seg, first, second, geo, *groups, chunk=chunk)
+    params = [seg, *net.parameters()]
+    grads = torch.autograd.grad(sum((o * u).sum() for o, u in zip(out, ups)), params)
+    ref = direct_pair_messages(net, seg, first, second, geo, size)
+    ref_grads = torch.autograd.grad(sum((o * u).sum() for o, u in zip(ref, ups)), params)
+    for o, r in zip(out, ref):
+        torch.testing.assert_close(o, r)
+    assert out[0][10:].abs().sum() == 0 and out[2][0].abs().sum() == 0  # empty groups give 0
+    # (the tied column's share shows in the second layer's bias and row 2: each tied pair
+    # gets 1 / count of its group's gradient)
+    for gr, rg in zip(grads, ref_grads):
+        torch.testing.assert_close(gr, rg)
+
+
+def test_pair_messages_refuse_a_geometry_that_needs_a_gradient():
+    from gnn_jepa.nn.layers import mlp
+    from gnn_jepa.nn.segment_pairs import pair_messages
+    net = mlp(2 * 4 + 2, 4, 4)
+    geo = torch.randn(3, 2, requires_grad=True)
+    with pytest.raises(ValueError, match="pair geometry"):
+        pair_messages(net, torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]),
+                      geo, 3, 3)
