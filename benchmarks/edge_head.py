@@ -16,7 +16,8 @@ with the config's simulator and graph, one per ``--particles`` count. Rows carry
         --mode inference --particles 150,1000,10000
 
 ``--mode inference`` times full-event inference instead (eval mode, no autograd: encoder, edge
-scores and track building, :meth:`TrackFinding.reconstruct`). With two or more ``--particles``
+scores and track building, :meth:`TrackFinding.reconstruct`). ``--autocast bf16`` runs the forward under
+``torch.autocast`` in bfloat16 (what ``trainer.precision: bf16-mixed`` does). With two or more ``--particles``
 values, ``scaling`` gives per head the exponents of a least-squares fit of log(median step time)
 and log(step memory, ``step_mib``) against log(hits): 1 is linear.
     python -m benchmarks.edge_head --device cuda --config configs/finetune/trackml_gpu.yaml \\
@@ -52,7 +53,8 @@ def make_model(model_args: dict, head: str, device: torch.device, total_steps: i
 
 
 def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warmup: int,
-               steps: int, clip: Optional[float], mode: str = "train") -> dict:
+               steps: int, clip: Optional[float], mode: str = "train",
+               autocast: Optional[str] = None) -> dict:
     torch.manual_seed(0)
     model, opt, sched = make_model(model_args, head, device)
     if mode == "inference":
@@ -71,7 +73,8 @@ def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warm
     losses = []
 
     def step(_i: int) -> None:
-        loss = model.edge_loss(model(batch), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
+            loss = model.edge_loss(model(batch), y)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -120,6 +123,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--autocast", choices=("bf16",), default=None,
+                   help="train steps under bfloat16 autocast (default: float32)")
     p.add_argument("--mode", choices=("train", "inference"), default="train",
                    help="train: one fine-tuning step (default); inference: encoder, edge scores "
                         "and tracks of one event, no autograd")
@@ -142,12 +147,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
             common.log(f"edge_head: {particles} particles, head {head}")
             row = {**size, "head": head,
                    **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
-                                steps=args.steps, clip=cfg["gradient_clip_val"], mode=args.mode)}
+                                steps=args.steps, clip=cfg["gradient_clip_val"], mode=args.mode,
+                                autocast=args.autocast)}
             if head == "mlp":
                 ref = row["ms_median"]
             row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
             rows.append(row)
-    doc = {"benchmark": "edge_head", "mode": args.mode, "config": cfg["path"],
+    doc = {"benchmark": "edge_head", "mode": args.mode, "autocast": args.autocast, "config": cfg["path"],
            "env": common.environment(device), "warmup": args.warmup, "steps": args.steps,
            "rows": rows, "scaling": scaling(rows)}
     common.write_doc(doc, args.out)
