@@ -22,6 +22,7 @@ from torch_geometric.loader import DataLoader
 from gnn_jepa.config import build_from_options
 from gnn_jepa.data.convert import DEFAULT_FEATURES
 from gnn_jepa.data.dataset import EventDataset, EventSource, OnTheFlyDataset
+from gnn_jepa.data.mixing import MixedEventSource
 from gnn_jepa.data.trackml import MAX_COORDINATE_MM
 from gnn_jepa.graph.transform import BuildGraph, load_graph_block
 
@@ -140,6 +141,11 @@ class EventDataModule(pl.LightningDataModule):
             of a YAML file holding them under ``graph:`` (``gnn-jepa fit-graph``'s
             ``OUT/graph.yaml``).
         features: node features.
+        mix_events: ``k >= 2`` makes every event of every split the overlay of ``k`` source
+            events (global index ``i``: the source's ``k i .. k i + k - 1``, rotated in phi,
+            each hit marked with its event in ``data.mix_source``; :mod:`gnn_jepa.data.mixing`),
+            for event-mixing pretraining (:class:`~gnn_jepa.models.EventMixingPretraining`).
+            1 (default): the events as they are.
         batch_size, num_workers: DataLoader settings.
         cache_dir: on-disk cache of processed events (``null``: memory only).
         seed: the simulation seed stream; also seeds the training shuffle (epoch ``e`` uses
@@ -176,13 +182,14 @@ class EventDataModule(pl.LightningDataModule):
                  graph: Optional[dict | str] = None, features: list[str] = list(DEFAULT_FEATURES),
                  batch_size: int = 2, num_workers: int = 0, cache_dir: Optional[str] = "data/cache",
                  seed: int = 0, prepare_workers: int = 0,
-                 max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error"):
+                 max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error",
+                 mix_events: int = 1):
         super().__init__()
         # a negative count or offset would silently index events from the end of a folder
         for key, value, least in (("num_train", num_train, 0), ("num_val", num_val, 0),
                                   ("num_test", num_test, 0), ("train_offset", train_offset, 0),
                                   ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                                  ("prepare_workers", prepare_workers, 0)):
+                                  ("prepare_workers", prepare_workers, 0), ("mix_events", mix_events, 1)):
             if value < least:
                 raise ValueError(f"data.{key} must be >= {least}, got {value}")
         if on_bad_event not in BAD_EVENT_POLICIES:
@@ -193,6 +200,8 @@ class EventDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.source = EventSource(source, simulator=simulator, data_dir=data_dir, seed=seed,
                                   max_coordinate=max_coordinate)
+        if mix_events > 1:
+            self.source = MixedEventSource(self.source, mix_events)
         if isinstance(graph, str):
             graph = load_graph_block(graph)
         self.graph_transform = build_from_options(BuildGraph, graph, "data.graph")

@@ -37,8 +37,10 @@ def tiny_trainer(tmp_path, steps=2, logger=True):
 
 def pretrain(tmp_path, config="configs/pretrain/trackml_small.yaml", extra=(), logger=True, after=()):
     # a small predictor: the segment-level JEPA's (and its head's trunk) or the cell predictor
+    text = (ROOT / config).read_text()
     small = (["--model.init_args.predictor.hidden", "16", "--model.init_args.head.hidden", "16"]
-             if "SegmentJEPA" in (ROOT / config).read_text() else ["--model.init_args.predictor.d_model", "16"])
+             if "SegmentJEPA" in text else ["--model.init_args.head.hidden", "16"]
+             if "EventMixingPretraining" in text else ["--model.init_args.predictor.d_model", "16"])
     main(["fit", "--config", str(ROOT / config), *extra, *tiny_trainer(tmp_path, logger=logger), *TINY_DATA,
           "--model.init_args.encoder.d_model", "16", "--model.init_args.encoder.d_embedding", "8",
           "--model.init_args.encoder.n_layers", "1", *small, *after])
@@ -57,7 +59,8 @@ def test_pretrain_configs_run(tmp_path, config):
     assert state["global_step"] == 2
     assert any(k.startswith("target_encoder.") for k in state["state_dict"])
     rows = list(csv.DictReader(open(glob.glob(str(tmp_path / "**" / "metrics.csv"), recursive=True)[0])))
-    assert any(r.get("val/rankme") for r in rows), "validation monitors were not logged"
+    monitor = "val/same_event_auc" if "mixing" in config else "val/rankme"
+    assert any(r.get(monitor) for r in rows), "validation monitors were not logged"
 
 
 def test_segment_jepa_pretraining_initialises_the_head_trunk(tmp_path, caplog):
@@ -74,6 +77,21 @@ def test_segment_jepa_pretraining_initialises_the_head_trunk(tmp_path, caplog):
               "--model.encoder.n_layers", "1", "--model.head.hidden", "16",
               *tiny_trainer(tmp_path / "ft", steps=1), *TINY_DATA])
     assert "the encoder and the edge head's segment-pair rounds" in caplog.text
+
+
+def test_event_mixing_pretraining_initialises_the_whole_head(tmp_path, caplog):
+    """configs/pretrain/trackml_small_mixing.yaml (overlays of two events) ->
+    configs/finetune/trackml_small.yaml: the fine-tuning loads the encoder and the whole head."""
+    ck = pretrain(tmp_path / "pre", "configs/pretrain/trackml_small_mixing.yaml")
+    state = torch.load(ck, weights_only=False)["state_dict"]
+    assert any(k.startswith("target_head.out.") for k in state)
+    import logging
+    with caplog.at_level(logging.INFO):
+        main(["fit", "--config", str(ROOT / "configs/finetune/trackml_small.yaml"), "--model.pretrained", ck,
+              "--model.encoder.d_model", "16", "--model.encoder.d_embedding", "8",
+              "--model.encoder.n_layers", "1", "--model.head.hidden", "16",
+              *tiny_trainer(tmp_path / "ft", steps=1), *TINY_DATA])
+    assert "the encoder and the whole edge head (output layer included)" in caplog.text
 
 
 @pytest.mark.parametrize("config", configs("finetune"))

@@ -23,6 +23,8 @@ attribute          shape        meaning
 ``num_primary_pt1`` [1] i64     the event's primary particles with pT > 1 GeV, with or
                                 without hits (the denominator of ColliderML's
                                 ``physics_eff_pt1``, :mod:`gnn_jepa.tracking.colliderml_metrics`)
+``mix_source``     [N] i64      only for an overlay of events (:mod:`gnn_jepa.data.mixing`):
+                                the event each hit comes from
 =================  ==========  =====================================================
 
 ``weight`` is the truth table's ``weight`` column as it is. An event whose column is
@@ -120,6 +122,8 @@ def event_to_data(event: Event, features: Sequence[str] = DEFAULT_FEATURES) -> D
         primary_pt1=torch.from_numpy(primary_pt1),
         num_primary_pt1=torch.tensor([int(p_sel.sum())]),
         num_nodes=len(hits),
+        **({"mix_source": torch.tensor(hits["mix_source"].to_numpy(np.int64))}
+           if "mix_source" in hits.columns else {}),
     )
 
 

@@ -1,6 +1,8 @@
-"""LightningModules: JEPA pretraining (hit-level and segment-level) and track finding."""
+"""LightningModules: JEPA pretraining (hit-level and segment-level), event-mixing pretraining
+and track finding."""
+from gnn_jepa.models.event_mixing import EventMixingPretraining
 from gnn_jepa.models.jepa import JEPAPretraining
 from gnn_jepa.models.segment_jepa import SegmentJEPA
 from gnn_jepa.models.track_finding import TrackFinding
 
-__all__ = ["JEPAPretraining", "SegmentJEPA", "TrackFinding"]
+__all__ = ["EventMixingPretraining", "JEPAPretraining", "SegmentJEPA", "TrackFinding"]

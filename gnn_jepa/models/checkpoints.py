@@ -1,7 +1,8 @@
 """Checkpoints: one place that writes, reads and checks them.
 
-* :func:`load_pretrained_head`: the segment-pair trunk of a segment-level JEPA checkpoint
-  (``target_head.*``, all but the head's output layer).
+* :func:`load_pretrained_head`: the edge head of a pretraining checkpoint (``target_head.*``):
+  a segment-level JEPA's segment-pair trunk (all but the output layer), or an event-mixing
+  pretraining's whole head.
 * :func:`load_pretrained_encoder` / :func:`save_pretrained_encoder`: the encoder of a JEPA
   checkpoint (its EMA target encoder, ``target_encoder.*``) for fine-tuning, and the same
   layout written for an encoder alone; :func:`encoder_config_of` reads the encoder's
@@ -121,9 +122,11 @@ def load_pretrained_encoder(encoder: torch.nn.Module, path: str,
 HEAD_OUTPUT = ("out.", "out_norm.")
 
 
-def load_pretrained_head(head: torch.nn.Module, path: str, expected: dict) -> bool:
-    """Load the EMA segment-pair trunk (``target_head.*``, everything but the output layer) of
-    a segment-level JEPA checkpoint into the edge head ``head``.
+def load_pretrained_head(head: torch.nn.Module, path: str, expected: dict) -> str | None:
+    """Load the pretrained edge head (``target_head.*``) of a checkpoint into ``head``: the
+    segment-pair trunk of a segment-level JEPA checkpoint (everything but the output layer,
+    which JEPA never trains), or the whole head, output layer included, where the checkpoint
+    holds one (an event-mixing pretraining, whose output layer scores same-event segments).
 
     Args:
         head: the track-finding edge head.
@@ -132,14 +135,14 @@ def load_pretrained_head(head: torch.nn.Module, path: str, expected: dict) -> bo
             them, else the error names the ones that differ.
 
     Returns:
-        ``False`` when the checkpoint holds no head (a hit-level JEPA checkpoint: only the
-        encoder is pretrained), ``True`` once the trunk is loaded.
+        ``None`` when the checkpoint holds no head (a hit-level JEPA checkpoint: only the
+        encoder is pretrained), ``"trunk"`` or ``"whole"`` for what was loaded.
     """
     p, state, hparams = _read_pretrained(path)
     prefix = "target_head."
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
-        return False
+        return None
     stored = hparams.get("head") or {}
     diff = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v
             and k != "layers"}  # ``layers`` is the mlp head's only
@@ -147,8 +150,10 @@ def load_pretrained_head(head: torch.nn.Module, path: str, expected: dict) -> bo
         raise PretrainedLoadError(
             f"{p}: its segment-pair trunk was pretrained with other head settings than this "
             f"model's (checkpoint, model): {diff}; fine-tune with the pretraining's head block")
-    _load_part(head, part, p, "edge-head trunk", skip=HEAD_OUTPUT)
-    return True
+    whole = any(k.startswith(HEAD_OUTPUT) for k in part)
+    _load_part(head, part, p, "edge head" if whole else "edge-head trunk",
+               skip=() if whole else HEAD_OUTPUT)
+    return "whole" if whole else "trunk"
 
 
 def save_pretrained_encoder(path: str | Path, encoder_state: dict, encoder: EncoderConfig,

@@ -112,14 +112,16 @@ class TrackFinding(pl.LightningModule):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
         self.head = self.head_config.build(self.encoder_config.d_embedding, self.encoder_config.d_edge)
-        # a segment-level JEPA checkpoint also holds the head's trunk (all but its output layer)
-        self.pretrained_head = mode != "scratch" and load_pretrained_head(
-            self.head, pretrained, asdict(self.head_config))
+        # a segment-level JEPA checkpoint also holds the head's trunk (all but its output
+        # layer), an event-mixing one the whole head
+        self.pretrained_head = load_pretrained_head(self.head, pretrained, asdict(
+            self.head_config)) if mode != "scratch" else None
         if mode != "scratch":
-            rank_zero_info(f"pretrained from {pretrained}: the encoder"
-                           + (" and the edge head's segment-pair rounds (its output layer starts "
-                              "from scratch)" if self.pretrained_head else
-                              " (the edge head starts from scratch)"))
+            rank_zero_info(f"pretrained from {pretrained}: the encoder" + {
+                "trunk": " and the edge head's segment-pair rounds (its output layer starts from "
+                         "scratch)",
+                "whole": " and the whole edge head (output layer included)",
+                None: " (the edge head starts from scratch)"}[self.pretrained_head])
         if mode == "frozen" and self.pretrained_head:
             for name, p in self.head.named_parameters():
                 p.requires_grad_(name.startswith(HEAD_OUTPUT))

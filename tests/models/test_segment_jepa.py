@@ -113,7 +113,7 @@ def test_finetuning_loads_encoder_and_trunk_with_a_fresh_output_layer(tmp_path):
     model, path = _pretrained(tmp_path)
     torch.manual_seed(5)
     tf = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="finetune")
-    assert tf.pretrained_head
+    assert tf.pretrained_head == "trunk"
     for name, p in tf.encoder.state_dict().items():
         torch.testing.assert_close(p, model.target_encoder.state_dict()[name])
     trunk = model.target_head.state_dict()
@@ -143,7 +143,7 @@ def test_hit_level_checkpoint_leaves_the_head_fresh(tmp_path):
     torch.manual_seed(0)
     path = save_pretrained_encoder(tmp_path / "enc.ckpt", ENCODER.build().state_dict(), ENCODER)
     tf = TrackFinding(pretrained=str(path), encoder=ENCODER, head=HEAD, mode="frozen")
-    assert not tf.pretrained_head
+    assert tf.pretrained_head is None
     assert all(p.requires_grad for p in tf.head.parameters())
     assert not any(p.requires_grad for p in tf.encoder.parameters())
 
