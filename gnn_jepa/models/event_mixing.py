@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gnn_jepa.config import merge_config
 from gnn_jepa.data.mixing import MIX_COLUMN
-from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
+from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
 from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
@@ -59,7 +59,7 @@ def balanced_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pw.float())
 
 
-class EventMixingPretraining(pl.LightningModule):
+class EventMixingPretraining(GuardedModule, pl.LightningModule):
     """Pretrains the track-finding encoder and edge head on same-event labels of overlays.
 
     Args:
@@ -100,13 +100,6 @@ class EventMixingPretraining(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/same_event_share", y.mean() if y.numel() else 0.0, batch_size=bs)
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        check_gradients(self.named_parameters(), step=self.global_step,
-                        events=getattr(self, "_batch_events", "events of an unknown id"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch)

@@ -2,8 +2,8 @@
 
 One bad hit (a coordinate of 1e30 passes every finiteness check of a reader) is enough to
 make a loss NaN; an optimizer step then turns every weight NaN, and a run that does not
-validate in between exits normally with a checkpoint of NaNs. Both LightningModules call
-these checks:
+validate in between exits normally with a checkpoint of NaNs. Every LightningModule calls
+these checks (the last two through :class:`GuardedModule`):
 
 - :func:`check_loss` on the training loss, before the backward pass;
 - :func:`check_gradients` from ``on_before_optimizer_step`` (before clipping and the step);
@@ -19,8 +19,8 @@ from typing import Iterable, Mapping
 
 import torch
 
-__all__ = ["NonFiniteError", "batch_events", "check_loss", "check_gradients", "check_state",
-           "non_finite_tensors"]
+__all__ = ["GuardedModule", "NonFiniteError", "batch_events", "check_loss", "check_gradients",
+           "check_state", "non_finite_tensors"]
 
 #: How many offending names an error lists before "and N more".
 MAX_NAMES = 5
@@ -83,3 +83,16 @@ def check_state(state: Mapping[str, object], *, where: str) -> None:
     if bad:
         raise NonFiniteError(f"{where}: non-finite values in {len(bad)} tensor(s) "
                              f"({_names(bad)}); refusing to write a checkpoint of them.")
+
+
+class GuardedModule:
+    """LightningModule mixin: gradients are checked before every optimizer step, and the
+    state before every checkpoint is written. ``training_step`` sets ``_batch_events``
+    (:func:`batch_events`) so that an error names the batch's events."""
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        check_gradients(self.named_parameters(), step=self.global_step,
+                        events=getattr(self, "_batch_events", "events of an unknown id"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")

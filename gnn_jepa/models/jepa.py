@@ -29,7 +29,7 @@ from torch_geometric.utils import scatter, subgraph
 from gnn_jepa.config import build_from_options, merge_config
 from gnn_jepa.geometry import cylindrical
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker, assign_cells, tile_regions
-from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
+from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
 from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.losses import AntiCollapse
@@ -62,7 +62,7 @@ def reference_losses(target: torch.Tensor, occupied: torch.Tensor, beta: float) 
             "occupancy_oracle": F.smooth_l1_loss(oracle, target, beta=beta)}
 
 
-class EMAPretraining(pl.LightningModule):
+class EMAPretraining(GuardedModule, pl.LightningModule):
     """What the JEPA pretraining modules share: an EMA target copy of the trained modules
     (:meth:`ema_pairs`), the mask and projection generators seeded by the step, the
     momentum schedule, the training step and the guards. Subclasses set ``self.masker`` and
@@ -121,13 +121,6 @@ class EMAPretraining(pl.LightningModule):
         self.log("train/ema_momentum", self.momentum(), batch_size=bs)
         self.log("train/skipped_events", float(masks.num_skipped), batch_size=bs, reduce_fx="sum")
         return out["loss"]
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        check_gradients(self.named_parameters(), step=self.global_step,
-                        events=getattr(self, "_batch_events", "events of an unknown id"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

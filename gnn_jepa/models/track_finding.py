@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from gnn_jepa.config import merge_config
 from gnn_jepa.graph.edges import edge_labels, segment_labels
 from gnn_jepa.models.checkpoints import HEAD_OUTPUT, load_pretrained_encoder, load_pretrained_head
-from gnn_jepa.models.guards import batch_events, check_gradients, check_loss, check_state
+from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
 from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
@@ -45,7 +45,7 @@ def events_with_edges(batch) -> int:
     return 1 if graph is None else int(torch.unique(graph[src]).numel())
 
 
-class TrackFinding(pl.LightningModule):
+class TrackFinding(GuardedModule, pl.LightningModule):
     """Edge-classification track finding on top of a (pretrained) graph-transformer encoder.
 
     Args:
@@ -199,13 +199,6 @@ class TrackFinding(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/skipped_events", float(skipped), batch_size=bs, reduce_fx="sum")
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        check_gradients(self.named_parameters(), step=self.global_step,
-                        events=getattr(self, "_batch_events", "events of an unknown id"))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        check_state(checkpoint["state_dict"], where=f"checkpoint at step {self.global_step}")
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch)
