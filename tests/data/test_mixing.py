@@ -61,3 +61,14 @@ def test_mixed_source_overlays_consecutive_events_with_seeded_angles():
     assert mixed.name(4) == "overlay 4 of simulated event 8 + simulated event 9"
     with pytest.raises(ValueError, match="k must be >= 2"):
         MixedEventSource(src, 1)
+
+
+def test_mixing_hits_only_events_gives_an_unlabelled_overlay():
+    """Unlabelled events (hits only, as a TrackML folder without -truth.csv gives) mix too:
+    the overlay has no truth, and its Data still says which event each hit came from."""
+    a, b = hand_event().without_truth(), hand_event().without_truth()
+    ev = mix_events([a, b], [0.0, 1.0])
+    assert len(ev.hits) == 8 and not ev.has_truth and len(ev.particles) == 0
+    d = event_to_data(ev)
+    assert d.mix_source.tolist() == [0] * 4 + [1] * 4 and not bool(d.has_truth)
+    assert (d.particle_id == 0).all()
