@@ -561,6 +561,8 @@ def test_real_refresh_takes_the_label_curve_from_run_py(real, tmp_path, capsys):
     files = {e["source"] for s in ("tracking", "speed") for e in real[s].values() if "source" in e}
     files |= {k["source"] for s in ("tracking", "speed") for e in real[s].values()
               for k in e.get("source_keys", {}).values() if isinstance(k, dict)}
+    # the other arms' curves (pretrained arms) as they are
+    files |= {m["source"] for arm, m in real["label_curve"]["meta"].items() if arm != "scratch"}
     for rel in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(REPO / rel)
