@@ -561,8 +561,6 @@ def test_real_refresh_takes_the_label_curve_from_run_py(real, tmp_path, capsys):
     files = {e["source"] for s in ("tracking", "speed") for e in real[s].values() if "source" in e}
     files |= {k["source"] for s in ("tracking", "speed") for e in real[s].values()
               for k in e.get("source_keys", {}).values() if isinstance(k, dict)}
-    # the other arms' curves (pretrained arms) as they are
-    files |= {m["source"] for arm, m in real["label_curve"]["meta"].items() if arm != "scratch"}
     for rel in files:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(REPO / rel)
@@ -575,7 +573,8 @@ def test_real_refresh_takes_the_label_curve_from_run_py(real, tmp_path, capsys):
         (results / f"scratch_L{labels}_s{seed}.json").write_text(json.dumps(row))
     label_curve_run.write_curve(results)
     real = copy.deepcopy(real)
-    real["label_curve"]["scratch"] = {}  # as before any run (the real file may hold some)
+    # the scratch arm alone, as before any run (the real file may hold some)
+    real["label_curve"] = {"scratch": {}, "meta": {"scratch": real["label_curve"]["meta"]["scratch"]}}
     path = tmp_path / "headline.json"
     path.write_text(headline.dump(real))
     assert headline.verify(real, root)  # stale: the source has runs the headline lacks
