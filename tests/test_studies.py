@@ -295,3 +295,25 @@ def test_label_curve_resumes_only_an_interrupted_fit(tmp_path):
     (work / "test").mkdir()
     (work / "test" / "metrics.json").write_text("{}")
     assert interrupted_fit(work) is None
+
+
+@pytest.mark.slow
+def test_event_mixing_study(tmp_path):
+    """The event-mixing screen: overlays, the pretext training, the zero-shot screen on single
+    events, and checkpoints that fine-tuning loads (encoder and whole head)."""
+    from gnn_jepa.models import TrackFinding
+    from studies.event_mixing import run as em
+
+    cfg = _tiny_config("finetune", tmp_path, num_val=1)
+    doc = em.main(["--pairs", "2", "--val-pairs", "1", "--single-val", "1", "--steps", "2",
+                   "--eval-every", "1", "--particles", "10", "--config", str(cfg),
+                   "--out", str(tmp_path / "mix")])
+    assert [r["step"] for r in doc["curve"]] == [0, 1, 2]
+    for r in doc["curve"]:
+        for k in ("same_event_auc", "zero_shot_segment_auc"):
+            assert 0.0 <= r[k] <= 1.0, (k, r)
+    saved = json.loads((tmp_path / "mix" / "curve.json").read_text())
+    assert saved["curve"] == doc["curve"]
+    model_args = yaml.safe_load(cfg.read_text())["model"]["init_args"]
+    tf = TrackFinding(**{**model_args, "mode": "finetune", "pretrained": str(tmp_path / "mix" / "step2.ckpt")})
+    assert tf.pretrained_head == "whole"
