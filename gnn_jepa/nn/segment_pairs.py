@@ -206,29 +206,44 @@ class _ScatterMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, src: Tensor, index: Tensor, size: int, groups: int) -> Tensor:
-        best = src.new_full((size, src.shape[1]), -math.inf).scatter_reduce_(
-            0, index.unsqueeze(1).expand_as(src), src, "amax")
-        win = src == best.index_select(0, index)
-        # one winner per non-empty group and column, unless two entries tie for the maximum:
-        # one host sync per call checks the total (a per-column count costs ~15x more), and
-        # only then are the tied columns found and counted
-        tied, ties = index.new_zeros(0), None
-        if int(torch.count_nonzero(win)) != groups * src.shape[1]:
-            # exact integer counts (a bf16 product would round counts above 256)
-            tied = torch.nonzero(torch.count_nonzero(win, dim=0) != groups).flatten()
-            ties = torch.zeros(size, tied.numel(), dtype=torch.float32, device=src.device)
-            ties.index_add_(0, index, win[:, tied].to(torch.float32))
+        best, win, tied, ties = _group_max(src, index, size, groups)
         ctx.save_for_backward(index, win, tied, ties)
-        return best.masked_fill_(torch.isneginf(best), 0.0)  # an empty group gives 0
+        return best
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, win, tied, ties = ctx.saved_tensors
-        out = grad.index_select(0, index).mul_(win)
-        if ties is not None:
-            out[:, tied] = (out[:, tied].float() / ties.index_select(0, index).clamp_min(1.0)
-                            ).to(out.dtype)
-        return out, None, None, None
+        return _max_share(grad, index, win, tied, ties), None, None, None
+
+
+def _group_max(src: Tensor, index: Tensor, size: int, groups: int
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Column-wise group maximum ([size, F], 0 for an empty group), the boolean winner mask
+    of ``src``'s entries, the tied columns and their per-group winner counts."""
+    best = src.new_full((size, src.shape[1]), -math.inf).scatter_reduce_(
+        0, index.unsqueeze(1).expand_as(src), src, "amax")
+    win = src == best.index_select(0, index)
+    # one winner per non-empty group and column, unless two entries tie for the maximum:
+    # one host sync per call checks the total (a per-column count costs ~15x more), and
+    # only then are the tied columns found and counted
+    tied = index.new_zeros(0)
+    ties = torch.zeros(size, 0, dtype=torch.float32, device=src.device)
+    if int(torch.count_nonzero(win)) != groups * src.shape[1]:
+        # exact integer counts (a bf16 product would round counts above 256)
+        tied = torch.nonzero(torch.count_nonzero(win, dim=0) != groups).flatten()
+        ties = torch.zeros(size, tied.numel(), dtype=torch.float32, device=src.device)
+        ties.index_add_(0, index, win[:, tied].to(torch.float32))
+    return best.masked_fill_(torch.isneginf(best), 0.0), win, tied, ties
+
+
+def _max_share(grad: Tensor, index: Tensor, win: Tensor, tied: Tensor, ties: Tensor) -> Tensor:
+    """Each entry's share of its group maximum's gradient ``grad`` ([size, F]): the whole of it
+    for a winner, an even split among tied winners, 0 for the others."""
+    out = grad.index_select(0, index).masked_fill_(~win, 0.0)
+    if tied.numel():
+        out[:, tied] = (out[:, tied].float() / ties.index_select(0, index).clamp_min(1.0)
+                        ).to(out.dtype)
+    return out
 
 
 def _scatter_max(src: Tensor, index: Tensor, size: int, groups: int) -> Tensor:
@@ -267,34 +282,24 @@ class _PairMessages(torch.autograd.Function):
         dt = a.dtype
         with torch.autocast(seg.device.type, enabled=False):
             b, geo, w_geo, bias1, w2, bias2 = (t.to(dt) for t in (b, geo, w_geo, bias1, w2, bias2))
-            m = _PairMessages._message(a, b, geo, w_geo, bias1, w2, bias2, first, second)[2]
+            z = _PairMessages._pre(a, b, geo, w_geo, bias1, first, second)
+            m = torch.addmm(bias2, nn.functional.gelu(z), w2.t())
+            del z
             outs, saved = [], []
             for ix, groups in ((first, g_first), (second, g_second)):
-                best = m.new_full((size, m.shape[1]), -math.inf).scatter_reduce_(
-                    0, ix.unsqueeze(1).expand_as(m), m, "amax")
-                win = m == best.index_select(0, ix)
-                tied, ties = ix.new_zeros(0), m.new_zeros(0, dtype=torch.float32)
-                # one winner per non-empty group and column unless two entries tie: one host
-                # sync checks the total, and only then are the tied columns found and counted
-                if int(torch.count_nonzero(win)) != groups * m.shape[1]:
-                    tied = torch.nonzero(torch.count_nonzero(win, dim=0) != groups).flatten()
-                    ties = torch.zeros(size, tied.numel(), dtype=torch.float32, device=m.device)
-                    ties.index_add_(0, ix, win[:, tied].to(torch.float32))  # exact counts
+                best, win, tied, ties = _group_max(m, ix, size, groups)
                 saved += [win, tied, ties]
-                outs += [best.masked_fill_(torch.isneginf(best), 0.0),  # an empty group gives 0
-                         m.new_zeros(size, m.shape[1]).index_add_(0, ix, m)]
+                outs += [best, m.new_zeros(size, m.shape[1]).index_add_(0, ix, m)]
         # the segment states, not their two [S, H] maps (the layer norm after keeps them anyway)
         ctx.save_for_backward(seg, w_a, w_b, geo, w_geo, bias1, w2, bias2, first, second, *saved)
         ctx.chunk = chunk
         return tuple(outs)
 
     @staticmethod
-    def _message(a, b, geo, w_geo, bias1, w2, bias2, f, s) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z, GELU(z), m)`` of a block of pairs."""
+    def _pre(a, b, geo, w_geo, bias1, f, s) -> Tensor:
+        """``z`` of a block of pairs (the pre-activation of the message MLP)."""
         z = a.index_select(0, f)
-        z.add_(b.index_select(0, s)).addmm_(geo, w_geo.t()).add_(bias1)
-        h = nn.functional.gelu(z)
-        return z, h, torch.addmm(bias2, h, w2.t())
+        return z.add_(b.index_select(0, s)).addmm_(geo, w_geo.t()).add_(bias1)
 
     @staticmethod
     def backward(ctx, g_max_f, g_sum_f, g_max_s, g_sum_s):
@@ -310,16 +315,10 @@ class _PairMessages(torch.autograd.Function):
             for lo in range(0, first.numel(), ctx.chunk):
                 sl = slice(lo, lo + ctx.chunk)
                 f, s, geo_c = first[sl], second[sl], geo[sl]
-                z = a.index_select(0, f)
-                z.add_(b.index_select(0, s)).addmm_(geo_c, w_geo.t()).add_(bias1)
+                z = _PairMessages._pre(a, b, geo_c, w_geo, bias1, f, s)
                 gm = g_sum_f.index_select(0, f).add_(g_sum_s.index_select(0, s))
-                for ix, g_max, win, tied, ties in ((f, g_max_f, win_f[sl], tied_f, ties_f),
-                                                   (s, g_max_s, win_s[sl], tied_s, ties_s)):
-                    share = g_max.index_select(0, ix).masked_fill_(~win, 0.0)
-                    if tied.numel():
-                        share[:, tied] = (share[:, tied].float() / ties.index_select(0, ix).clamp_min(1.0)
-                                          ).to(dt)
-                    gm.add_(share)
+                gm.add_(_max_share(g_max_f, f, win_f[sl], tied_f, ties_f))
+                gm.add_(_max_share(g_max_s, s, win_s[sl], tied_s, ties_s))
                 grads[4].addmm_(gm.t(), nn.functional.gelu(z))
                 grads[5].add_(gm.sum(0))
                 gz = torch.ops.aten.gelu_backward(gm @ w2, z)

@@ -28,16 +28,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
 from gnn_jepa.data.convert import event_to_data
 from gnn_jepa.data.dataset import EventSource
 from gnn_jepa.data.event import Event
+from gnn_jepa.data.mixing import mix_events
 from gnn_jepa.datamodule import VAL_OFFSET
 from gnn_jepa.config import build_from_options
 from gnn_jepa.graph.transform import BuildGraph
+from gnn_jepa.models.event_mixing import balanced_bce, same_event_labels
 from gnn_jepa.models.track_finding import TrackFinding
 from gnn_jepa.tracking.metrics import roc_auc
 
@@ -45,32 +46,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "finetune" / "trackml_small.yaml"
 
 
-def mix(a: Event, b: Event, rng: np.random.Generator) -> tuple[Event, np.ndarray]:
-    """``a`` and ``b`` overlaid (``b`` rotated in phi), and the [N] source of every hit (0:
-    ``a``, 1: ``b``). The simulator draws every particle's vertex on its own (no event vertex
-    to align); events with a common vertex would need theirs aligned, else the vertex tells
-    the events apart."""
-    angle = rng.uniform(0.0, 2.0 * math.pi)
-    c, s = math.cos(angle), math.sin(angle)
-    bh = b.hits.copy()
-    bx, by = bh["x"].to_numpy(), bh["y"].to_numpy()
-    bh["x"], bh["y"] = c * bx - s * by, s * bx + c * by
-    hit_off = int(a.hits["hit_id"].max())
-    pid_off = int(a.particles["particle_id"].max()) + 1
-    bh["hit_id"] += hit_off
-    bt = b.truth.copy()
-    bt["hit_id"] += hit_off
-    bt.loc[bt["particle_id"] != 0, "particle_id"] += pid_off
-    bp = b.particles.copy()
-    bp["particle_id"] += pid_off
-    ev = Event(pd.concat([a.hits, bh], ignore_index=True), pd.concat([a.truth, bt], ignore_index=True),
-               pd.concat([a.particles, bp], ignore_index=True), a.event_id)
-    return ev, np.r_[np.zeros(len(a.hits), np.int64), np.ones(len(bh), np.int64)]
-
-
-def same_event_labels(data) -> torch.Tensor:
-    src = data.mix_source
-    return (src[data.edge_index[0]] == src[data.edge_index[1]]).float()
+def mix(a: Event, b: Event, rng: np.random.Generator) -> Event:
+    """``a`` and ``b`` overlaid by :func:`gnn_jepa.data.mixing.mix_events`, ``b`` rotated by
+    an angle drawn from ``rng`` (the screen's own stream; the data module draws its angles per
+    overlay index instead)."""
+    return mix_events([a, b], [0.0, rng.uniform(0.0, 2.0 * math.pi)])
 
 
 def segment_truth(data) -> torch.Tensor:
@@ -113,10 +93,7 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(args.seed)
 
     def mixed(i: int):
-        ev, src = mix(source.event(2 * i), source.event(2 * i + 1), rng)
-        d = graph(event_to_data(ev))
-        d.mix_source = torch.from_numpy(src)
-        return d
+        return graph(event_to_data(mix(source.event(2 * i), source.event(2 * i + 1), rng)))
 
     t0 = time.time()
     train = [mixed(i) for i in range(args.pairs)]
@@ -155,10 +132,7 @@ def main(argv=None) -> dict:
     order = rng.permutation(len(train))
     for step in range(1, args.steps + 1):
         d = train[order[(step - 1) % len(train)]]
-        y = same_event_labels(d)
-        logits = model(d)
-        pw = (1 - y).sum() / y.sum().clamp_min(1)  # balance the classes
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=pw)
+        loss = balanced_bce(model(d), same_event_labels(d))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
