@@ -229,3 +229,45 @@ def test_graph_ceiling_is_logged_at_validation_and_reported_at_test(tmp_path):
     m = tf.test_summary["metrics"]
     assert m["ceiling_trackml_score"] == pytest.approx(want, rel=1e-6)
     assert m["ceiling_fake_rate"] == 0.0 and m["ceiling_dm_efficiency"] <= 1.0
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the tensors that autograd keeps for backward while ``fn()`` runs forward."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+@pytest.mark.parametrize("head", ["mlp", "segment_pairs"])
+def test_recompute_encoder_gives_the_same_gradients_and_keeps_less(toy_batch, head):
+    """Activation checkpointing of the encoder: identical loss and gradients (dropout on, so the
+    recomputed forward must replay the same random mask), fewer bytes kept for backward."""
+    enc = EncoderConfig(d_model=16, d_embedding=8, n_layers=2, heads=2, dropout=0.2)
+    hc = HeadConfig(kind=head, hidden=16, rounds=2)
+    torch.manual_seed(0)
+    plain = TrackFinding(mode="scratch", encoder=enc, head=hc, edge_label="segment").train()
+    again = TrackFinding(mode="scratch", encoder=enc, head=hc, edge_label="segment", recompute_encoder=True).train()
+    again.load_state_dict(plain.state_dict())
+    y = plain.edge_targets(toy_batch)
+    results = []
+    for model in (plain, again):
+        torch.manual_seed(1)
+        loss, saved = _saved_bytes(lambda: model.edge_loss(model(toy_batch), y))
+        loss.backward()
+        results.append((loss.detach(), saved, {n: p.grad for n, p in model.named_parameters()}))
+    (l0, s0, g0), (l1, s1, g1) = results
+    assert torch.equal(l0, l1)
+    assert g0.keys() == g1.keys() and all(g0[n] is not None for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-5, atol=1e-7, msg=n)
+    assert s1 < s0
+    # no autograd: the plain forward (inference and validation are unchanged)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(toy_batch), again.eval()(toy_batch))
