@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -52,6 +53,8 @@ ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not over
     "jepa": ("tab:orange", "s", 1.06),
     "finetune": ("tab:orange", "s", 1.06),
     "frozen": ("tab:green", "^", 1.12),
+    "mixing1500": ("tab:red", "D", 1.06),
+    "mixing": ("tab:orange", "s", 1.12),
 }
 
 __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
@@ -64,6 +67,11 @@ def _small_ceiling(headline: dict) -> float | None:
         if name.startswith("small") and e.get("ceiling") is not None:
             return e["ceiling"]
     return None
+
+
+def _legend(meta: dict, arm: str) -> str:
+    """An arm's legend: its meta's short ``legend``, else its table ``row``, else its name."""
+    return meta.get("legend") or meta.get("row") or arm
 
 
 def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)):
@@ -85,7 +93,7 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
         err = [[m - min(s) for m, s in zip(y, scores)], [max(s) - m for m, s in zip(y, scores)]]
         runs = sorted({len(s) for s in scores})
         ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=4, linewidth=1.6,
-                    markersize=6, label=f"{meta.get(arm, {}).get('row', arm)} "
+                    markersize=6, label=f"{_legend(meta.get(arm, {}), arm)} "
                                         f"({'/'.join(map(str, runs))} seeds)")
     ceiling = _small_ceiling(headline)
     if ceiling is not None:
@@ -95,7 +103,10 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
     ax.set_xscale("log")
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlim(ns[0] / 1.6, ns[-1] * 1.8)
-    ax.set_ylim(0.0, 1.0)
+    # the scores' range, not [0, 1]: the arms differ by hundredths
+    values = [v for curve in arms.values() for s in curve.values() for v in s]
+    top = max([*values, ceiling or 0.0])
+    ax.set_ylim(math.floor((min(values) - 0.01) * 20) / 20, min(1.0, top + 0.015))
     ax.set_xlabel("labelled training events (150 particles each)")
     test_events = {meta.get(arm, {}).get("test_events") for arm in arms}
     ax.set_ylabel(f"TrackML score ({test_events.pop()} held-out events)"
@@ -107,7 +118,7 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
     note = "marker = mean, bar = min-max over seeds"
     if len(arms) > 1:
         note += ";\npoints of later arms shifted right for legibility"
-    ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")
+    ax.text(0.02, 0.97, note, transform=ax.transAxes, fontsize=7, color="0.35", va="top")
     return fig
 
 

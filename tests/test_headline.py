@@ -525,6 +525,11 @@ def test_label_curve_figure():
     x, y = line.lines[0].get_data()
     assert list(x) == [1, 10]
     assert y[1] == pytest.approx((0.63696 + 0.64825 + 0.64479) / 3)
+    # the y range spans the scores and the ceiling, not [0, 1]
+    lo, hi = ax.get_ylim()
+    low = min(min(s) for s in SMALL["label_curve"]["scratch"].values())
+    assert low - 0.06 < lo <= low
+    assert 0.967 < hi <= 1.0
 
 
 def test_label_curve_figure_real(real):
