@@ -14,7 +14,8 @@ Runs the real CLI in-process with the small configs:
 
 It prints one row per arm (TrackML score, DM efficiency, fake rate, ...) and writes them to
 ``<out>/comparison.json``. Pretraining, fine-tuning and test events are disjoint (the configs'
-train offsets). The shipped recipe pretrains 10x longer: its label curve is in the README.
+train offsets). The shipped recipe pretrains 5x longer on 5x more events: its label curve is
+in the README.
 """
 from __future__ import annotations
 
