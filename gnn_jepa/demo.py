@@ -7,10 +7,10 @@ Runs the real CLI in-process with the small configs:
    the tracker learns whether an edge's two hits come from the same event on overlays of two
    unlabelled 75-particle events; the checkpoint of best validation same-event AUC is kept;
 2. fine-tuning from it (``configs/finetune/trackml_small.yaml``, encoder and whole edge head
-   initialised) on ``labels`` labelled 150-particle events;
-3. the same fine-tuning from a random init (``--model.mode scratch``), same events, seed and
-   step budget;
-4. both best checkpoints (validation TrackML score) tested on the same held-out events.
+   initialised) on ``labels`` labelled 150-particle events, then a test of its best checkpoint
+   (validation TrackML score) on held-out events;
+3. the same from a random init (``--model.mode scratch``): same events, seed, step budget and
+   test events.
 
 It prints one row per arm (TrackML score, DM efficiency, fake rate, ...) and writes them to
 ``<out>/comparison.json``. Pretraining, fine-tuning and test events are disjoint (the configs'
@@ -20,9 +20,8 @@ in the README.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
+import re
 import time
 from pathlib import Path
 
@@ -36,16 +35,33 @@ COLUMNS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edg
 
 
 def _best_ckpt(root: Path) -> str:
-    """The checkpoint that the run's ``ModelCheckpoint`` kept for its monitored metric
-    (``epoch=..-step=...ckpt``, newest if several runs share ``root``)."""
-    found = sorted(glob.glob(str(root / "**" / "epoch=*.ckpt"), recursive=True), key=os.path.getmtime)
+    """The checkpoint that the ModelCheckpoint of the newest training run under ``root`` kept
+    for its monitored metric (``epoch=..-step=...ckpt`` in the newest ``*/version_*/checkpoints``
+    folder). An older run's checkpoint is never returned in its place.
+
+    Raises:
+        FileNotFoundError: no run under ``root``, or its newest run kept no best checkpoint.
+    """
+    runs = sorted(root.glob("*/version_*/checkpoints"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no training run (*/version_*/checkpoints) under {root}")
+    found = sorted(runs[-1].glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no best checkpoint (epoch=*.ckpt) under {root}")
-    return found[-1]
+        raise FileNotFoundError(f"{runs[-1]}: the run kept no best checkpoint (epoch=*.ckpt)")
+    return str(found[-1])
+
+
+def _step(ckpt: str) -> int:
+    """The global step in a checkpoint's name (``epoch=9-step=50.ckpt`` -> 50)."""
+    match = re.search(r"step=(\d+)", Path(ckpt).name)
+    if match is None:
+        raise ValueError(f"{ckpt}: no step=<n> in the checkpoint's name")
+    return int(match.group(1))
 
 
 def _in(folder: Path) -> list[str]:
-    """Trainer arguments that keep a stage's logs and checkpoints under ``folder``."""
+    """Trainer arguments that keep a stage's logs and checkpoints under ``folder`` and turn the
+    progress bar off."""
     return ["--trainer.default_root_dir", str(folder), "--trainer.logger.init_args.save_dir", str(folder),
             "--trainer.enable_progress_bar", "false"]
 
@@ -53,15 +69,28 @@ def _in(folder: Path) -> list[str]:
 def run(out: str = "demo_out", pretrain_steps: int = 300, finetune_steps: int = 100,
         labels: int = 10, test_events: int = 20, seed: int = 0,
         extra: tuple[str, ...] = ()) -> list[dict]:
-    """Run the demo; return the comparison rows (``arm``, ``labelled_events``, ``steps``,
-    ``best_step`` and :data:`COLUMNS`). ``extra`` is appended to every command (e.g.
-    ``--data.cache_dir``)."""
+    """Run the demo and print its comparison table.
+
+    Args:
+        out: folder of every stage's logs, checkpoints and test reports.
+        pretrain_steps: event-mixing pretraining steps, one overlay per step (the pretraining
+            config's ``mix_events: 2``: twice as many unlabelled events).
+        finetune_steps: fine-tuning steps of each arm (validation every 50, early stopping).
+        labels: labelled fine-tuning events.
+        test_events: held-out test events, the same for both arms.
+        seed: ``--seed_everything`` and ``--data.seed`` of every command (init and events).
+        extra: arguments appended to every command (e.g. ``--data.cache_dir``).
+
+    Returns:
+        One row per arm (``pretrained``, ``scratch``): ``arm``, ``labelled_events``, ``steps``,
+        ``best_step`` and :data:`COLUMNS` from its test report (also in
+        ``<out>/comparison.json``).
+    """
     out_dir = Path(out)
     t0 = time.time()
     seeds = ["--seed_everything", str(seed), "--data.seed", str(seed)]
-    print(f"[demo] 1/4 event-mixing pretraining, no labels ({pretrain_steps} steps on "
-          f"{pretrain_steps} overlays of {2 * pretrain_steps} unlabelled events) -> {out_dir / 'pretrain'}",
-          flush=True)
+    print(f"[demo] 1/3 event-mixing pretraining, no labels ({pretrain_steps} steps, one overlay of "
+          f"unlabelled events each) -> {out_dir / 'pretrain'}", flush=True)
     cli(["fit", "--config", PRETRAIN, *seeds, "--trainer.max_steps", str(pretrain_steps),
          "--data.num_train", str(pretrain_steps),
          "--trainer.val_check_interval", str(max(1, pretrain_steps // 2)),
@@ -73,16 +102,15 @@ def run(out: str = "demo_out", pretrain_steps: int = 300, finetune_steps: int = 
     rows = []
     for i, (arm, init) in enumerate(arms.items()):
         folder = out_dir / arm
-        print(f"[demo] {i + 2}/4 fine-tuning ({arm}) on {labels} labelled events, "
+        print(f"[demo] {i + 2}/3 {arm}: fine-tuning on {labels} labelled events, "
               f"{finetune_steps} steps -> {folder}", flush=True)
         cli(["fit", "--config", FINETUNE, *init, *budget, *_in(folder), *extra])
         best = _best_ckpt(folder)
-        print(f"[demo] testing {arm} ({best}) on {test_events} held-out events", flush=True)
+        print(f"[demo] {i + 2}/3 {arm}: testing {best} on {test_events} held-out events", flush=True)
         cli(["test", "--config", FINETUNE, *init, *budget, "--ckpt_path", best,
-             "--model.output_dir", str(folder / "test"), *_in(folder), *extra])
+             "--model.output_dir", str(folder / "test"), *_in(folder / "test"), *extra])
         metrics = json.loads((folder / "test" / "metrics.json").read_text())["metrics"]
-        step = int(Path(best).stem.split("step=")[-1])
-        rows.append({"arm": arm, "labelled_events": labels, "steps": finetune_steps, "best_step": step,
+        rows.append({"arm": arm, "labelled_events": labels, "steps": finetune_steps, "best_step": _step(best),
                      **{c: metrics.get(c) for c in COLUMNS}})
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"\n[demo] {test_events} held-out events, same fine-tuning budget; pretraining used no label")

@@ -54,7 +54,7 @@ ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not over
     "finetune": ("tab:orange", "s", 1.06),
     "frozen": ("tab:green", "^", 1.12),
     "mixing1500": ("tab:red", "D", 1.06),
-    "mixing": ("tab:orange", "s", 1.12),
+    "mixing": ("tab:purple", "v", 1.18),
 }
 
 __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
@@ -106,7 +106,7 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
     # the scores' range, not [0, 1]: the arms differ by hundredths
     values = [v for curve in arms.values() for s in curve.values() for v in s]
     top = max([*values, ceiling or 0.0])
-    ax.set_ylim(math.floor((min(values) - 0.01) * 20) / 20, min(1.0, top + 0.015))
+    ax.set_ylim(max(0.0, math.floor((min(values) - 0.01) * 20) / 20), min(1.0, top + 0.015))
     ax.set_xlabel("labelled training events (150 particles each)")
     test_events = {meta.get(arm, {}).get("test_events") for arm in arms}
     ax.set_ylabel(f"TrackML score ({test_events.pop()} held-out events)"

@@ -532,6 +532,14 @@ def test_label_curve_figure():
     assert 0.967 < hi <= 1.0
 
 
+def test_label_curve_figure_prefers_the_short_legend():
+    import copy
+    headline = copy.deepcopy(SMALL)
+    headline["label_curve"]["meta"]["scratch"]["legend"] = "from scratch"
+    (ax,) = figures.label_curve_figure(headline, figsize=(4, 3)).axes
+    assert "from scratch (3 seeds)" in ax.get_legend_handles_labels()[1]
+
+
 def test_label_curve_figure_real(real):
     if any(curve for arm, curve in real["label_curve"].items() if arm != "meta"):
         assert isinstance(figures.label_curve_figure(real, figsize=(4, 3)),

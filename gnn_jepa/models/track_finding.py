@@ -72,10 +72,11 @@ class TrackFinding(GuardedModule, pl.LightningModule):
         pt_min: reconstructable-particle pT cut of the metrics (GeV).
         output_dir: where ``predict`` writes its submissions and ``gnn-jepa test`` its report
             (default: the logger's folder).
-        recompute_encoder: in training, keep only the encoder's input for backward and run its
-            forward again there (activation checkpointing): the memory of the encoder's
-            activations (about 0.2 GB at 1,000 particles) for one more encoder forward per step.
-            Same values and gradients.
+        recompute_encoder: in training (train mode, autograd on), keep only the encoder's
+            inputs for backward and run its forward again there (activation checkpointing):
+            the memory of the encoder's activations (about 0.2 GB at 1,000 particles) for one
+            more encoder forward per step. Same values and gradients (bitwise on CPU; dropout
+            masks are replayed). Ignored with ``mode: frozen`` (no encoder gradients).
 
     ``predict`` writes a TrackML submission CSV per event (``submission/``) and, for all
     events together, the ColliderML tracking task's submission
@@ -148,7 +149,7 @@ class TrackFinding(GuardedModule, pl.LightningModule):
             with torch.no_grad():
                 h = self.encoder(data.x, data.edge_index, ea)
             self.encoder.train(was_training)
-        elif self.hparams.get("recompute_encoder") and torch.is_grad_enabled():
+        elif self.hparams.recompute_encoder and self.training and torch.is_grad_enabled():
             h = checkpoint(self.encoder, data.x, data.edge_index, ea, use_reentrant=False)
         else:
             h = self.encoder(data.x, data.edge_index, ea)
