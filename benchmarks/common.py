@@ -374,6 +374,42 @@ def make_jepa(model_args: dict, device: torch.device, total_steps: int = 1000):
     return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
 
 
+def make_track_finding(model_args: dict, device: torch.device, head: Optional[str] = None,
+                       total_steps: int = 1000):
+    """A scratch :class:`~gnn_jepa.models.TrackFinding` from a fine-tuning config's model
+    arguments (``pretrained``, ``mode`` and ``output_dir`` dropped; ``head``: another edge-head
+    kind, the rest of the head block kept), with its optimizer and scheduler."""
+    from gnn_jepa.models import TrackFinding
+
+    args = {k: v for k, v in model_args.items() if k not in ("pretrained", "mode", "output_dir")}
+    args["mode"] = "scratch"
+    if head is not None:
+        args["head"] = {**(args.get("head") or {}), "kind": head}
+    model = TrackFinding(**with_total_steps(args, total_steps)).to(device).train()
+    conf = model.configure_optimizers()
+    return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+
+
+def finetune_step(model, optimizer, scheduler, batch, *, bf16: bool, clip: Optional[float],
+                  targets: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One track-finding optimisation step, as Lightning runs it; returns the detached loss.
+
+    Edge loss on ``model.edge_targets(batch)`` (or the given ``targets``; the forward in bf16
+    autocast with ``bf16``) -> ``backward`` -> gradient-norm clipping -> optimizer and scheduler
+    step, ``zero_grad``.
+    """
+    y = model.edge_targets(batch) if targets is None else targets
+    with torch.autocast(batch.pos.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model.edge_loss(model(batch), y)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 #: What :func:`jepa_step`'s ``tick`` separates.
 PHASES = ("masks", "forward", "backward", "optimizer", "ema")
 

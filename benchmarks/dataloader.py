@@ -1,7 +1,8 @@
-"""Does data loading starve JEPA training? Step time with the real DataLoader vs pre-loaded batches.
+"""Does data loading starve training? Step time with the real DataLoader vs pre-loaded batches.
 
-The same JEPA training step as :mod:`benchmarks.train_step` (pretraining config, one event
-per batch) is fed by:
+The training step of ``--task``: ``jepa``, the JEPA step of :mod:`benchmarks.train_step`
+(pretraining config), or ``finetune``, the track-finding step of :mod:`benchmarks.edge_head`
+(fine-tuning config: encoder, edge head, edge loss, optimizer); one event per batch, fed by:
 
 * ``preloaded``: ``--events`` batches already on the device, cycled: the compute-only
   reference;
@@ -17,6 +18,8 @@ total time over the timed steps: near 0 the loader keeps up, near 1 training wai
 ``--warmup`` iterations are not timed (they include the workers' start-up).
 
     python -m benchmarks.dataloader --device cpu --hits 2000 --workers 0,2
+    python -m benchmarks.dataloader --task finetune --config configs/finetune/trackml_small.yaml \
+        --device cpu --hits 1500 --workers 0,1 --threads 1
     python -m benchmarks.dataloader --device cuda --hits 50000 --workers 0,4,8 --out gpu_out/dataloader.json
 """
 from __future__ import annotations
@@ -91,8 +94,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="which feeds to compare (comma list)")
     p.add_argument("--events", type=int, default=4, help="events of the preloaded and cached sets")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the step")
-    p.add_argument("--config", default=str(common.DEFAULT_PRETRAIN_CONFIG),
-                   help="pretraining YAML config")
+    p.add_argument("--task", choices=("jepa", "finetune"), default="jepa",
+                   help="the training step fed: JEPA pretraining or track-finding fine-tuning")
+    p.add_argument("--config", default=None,
+                   help="YAML config (default: the GPU pretraining config for --task jepa, the "
+                        "GPU fine-tuning config for --task finetune)")
     p.add_argument("--d-model", type=int, default=None)
     p.add_argument("--n-layers", type=int, default=None)
     p.add_argument("--max-neighbors", type=int, default=0,
@@ -119,7 +125,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise ValueError(f"unknown --loaders {bad}; choose from preloaded, cached, on_the_fly")
     if args.events < 1:
         raise ValueError(f"--events must be >= 1, got {args.events}")
-    cfg = common.load_config(args.config)
+    cfg = common.load_config(args.config or (common.DEFAULT_PRETRAIN_CONFIG if args.task == "jepa"
+                                             else common.DEFAULT_FINETUNE_CONFIG))
     model_args = common.override_encoder(cfg["model"], d_model=args.d_model, n_layers=args.n_layers)
     graph = common.bench_graph(cfg["graph"], args.max_neighbors)
     particles = max(1, round(hits / common.hits_per_particle(cfg["simulator"], args.seed)))
@@ -128,15 +135,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     doc = {"benchmark": "dataloader", "env": common.environment(device),
            "config": {"path": cfg["path"], "model": model_args, "graph": graph,
                       "simulator": simulator, "target_hits": hits, "events": args.events,
-                      "bf16": args.bf16, "warmup": args.warmup, "steps": args.steps,
+                      "task": args.task, "bf16": args.bf16, "warmup": args.warmup, "steps": args.steps,
                       "workers": workers, "seed": args.seed},
            "rows": []}
 
     torch.manual_seed(0)
-    model, opt, sched = common.make_jepa(model_args, device)
+    if args.task == "jepa":
+        model, opt, sched = common.make_jepa(model_args, device)
 
-    def step(batch, i):
-        common.jepa_step(model, opt, sched, batch, i, bf16=args.bf16, clip=clip)
+        def step(batch, i):
+            common.jepa_step(model, opt, sched, batch, i, bf16=args.bf16, clip=clip)
+    else:
+        model, opt, sched = common.make_track_finding(model_args, device)
+
+        def step(batch, i):
+            common.finetune_step(model, opt, sched, batch, bf16=args.bf16, clip=clip)
 
     def record(row: dict) -> None:
         doc["rows"].append(row)

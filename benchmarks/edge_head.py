@@ -40,23 +40,11 @@ DEFAULT_CONFIG = common.ROOT / "configs" / "finetune" / "trackml_small.yaml"
 HEADS = ("mlp", "interaction", "segment_pairs")
 
 
-def make_model(model_args: dict, head: str, device: torch.device, total_steps: int = 1000):
-    """A scratch TrackFinding with the config's head block of kind ``head``, its optimizer
-    and scheduler."""
-    from gnn_jepa.models import TrackFinding
-
-    args = {k: v for k, v in model_args.items() if k not in ("pretrained", "mode", "output_dir")}
-    args.update(mode="scratch", head={**(args.get("head") or {}), "kind": head})
-    model = TrackFinding(**common.with_total_steps(args, total_steps)).to(device).train()
-    conf = model.configure_optimizers()
-    return model, conf["optimizer"], conf["lr_scheduler"]["scheduler"]
-
-
 def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warmup: int,
                steps: int, clip: Optional[float], mode: str = "train",
                autocast: Optional[str] = None) -> dict:
     torch.manual_seed(0)
-    model, opt, sched = make_model(model_args, head, device)
+    model, opt, sched = common.make_track_finding(model_args, device, head)
     if mode == "inference":
         model.eval()
 
@@ -73,15 +61,8 @@ def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warm
     losses = []
 
     def step(_i: int) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"):
-            loss = model.edge_loss(model(batch), y)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(float(common.finetune_step(model, opt, sched, batch, bf16=autocast == "bf16",
+                                                 clip=clip, targets=y)))
 
     _, timed, mem = common.time_calls(step, device, warmup, steps)
     params = sum(p.numel() for p in model.head.parameters())

@@ -240,6 +240,22 @@ def test_dataloader_benchmark_json(capsys):
     assert rows[1]["cache_build_s"] >= 0
 
 
+def test_dataloader_benchmark_feeds_the_fine_tuning_step(capsys):
+    """--task finetune: the track-finding step (edge loss on the events' truth, which the cache
+    keeps) runs from the pre-loaded and the cached feed."""
+    doc = _run_main(dl, ["--task", "finetune", "--config", "configs/finetune/trackml_small.yaml",
+                         "--device", "cpu", "--hits", "300", "--workers", "0", "--events", "2",
+                         "--loaders", "preloaded,cached", "--warmup", "0", "--steps", "2", *TINY],
+                    capsys)
+    assert doc["config"]["task"] == "finetune"
+    assert doc["config"]["model"]["head"]["kind"] == "segment_pairs"
+    rows = doc["rows"]
+    assert [(r["loader"], r["num_workers"]) for r in rows] == [("preloaded", None), ("cached", 0)]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert 0.0 < r["data_fraction"] < 1.0 and r["steps"] == 2
+
+
 def test_simulate_benchmark_json(capsys):
     doc = _run_main(sim, ["--no-toytrack", "--particles", "20", "--rounds", "1", "--repeats", "2",
                           "--trackml-particles", "0"], capsys)
