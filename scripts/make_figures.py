@@ -53,7 +53,8 @@ ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not over
     "jepa": ("tab:orange", "s", 1.06),
     "finetune": ("tab:orange", "s", 1.06),
     "frozen": ("tab:green", "^", 1.12),
-    "mixing1500": ("tab:red", "D", 1.06),
+    "mixing1500_lr4": ("tab:red", "D", 1.06),
+    "mixing1500": ("lightcoral", "d", 1.12),
     "mixing": ("tab:purple", "v", 1.18),
 }
 

@@ -147,6 +147,29 @@ def test_wandb_logger_config_runs_offline(tmp_path, monkeypatch):
     assert list(tmp_path.rglob("*.wandb")), "wandb wrote no offline run file"
 
 
+def test_pretrained_tracker_overlay_changes_only_the_learning_rates(capsys):
+    """configs/finetune/overlays/pretrained_tracker.yaml, given after a fine-tuning config:
+    the learning rates are its own, every other setting the fine-tuning config's."""
+    import yaml
+
+    def printed(*configs):
+        args = [a for c in configs for a in ("--config", str(ROOT / c))]
+        with pytest.raises(SystemExit) as e:
+            main(["fit", *args, "--print_config"])
+        assert e.value.code == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    base = printed("configs/finetune/trackml_small.yaml")
+    both = printed("configs/finetune/trackml_small.yaml", "configs/finetune/overlays/pretrained_tracker.yaml")
+    optim = both["model"]["init_args"].pop("optim")
+    assert (optim["encoder_lr"], optim["head_lr"]) == (1.25e-4, 5.0e-4)
+    base_optim = base["model"]["init_args"].pop("optim")
+    assert {k: v for k, v in optim.items() if not k.endswith("_lr")} == \
+        {k: v for k, v in base_optim.items() if not k.endswith("_lr")}
+    assert (base_optim["encoder_lr"], base_optim["head_lr"]) == (4 * 1.25e-4, 4 * 5.0e-4)
+    assert both == base
+
+
 def test_print_config_and_unknown_key(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(ROOT / "configs/pretrain/trackml_small.yaml"), "--print_config"])
