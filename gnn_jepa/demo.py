@@ -21,42 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 from gnn_jepa.cli import main as cli
+from gnn_jepa.models.checkpoints import best_checkpoint, checkpoint_step
 from gnn_jepa.tracking.metrics import format_table
 
 PRETRAIN = "configs/pretrain/trackml_small_mixing.yaml"
 FINETUNE = "configs/finetune/trackml_small.yaml"
 #: the columns of the comparison table, from each arm's ``metrics.json``
 COLUMNS = ("trackml_score", "dm_efficiency", "fake_rate", "duplicate_rate", "edge_auc", "threshold")
-
-
-def _best_ckpt(root: Path) -> str:
-    """The checkpoint that the ModelCheckpoint of the newest training run under ``root`` kept
-    for its monitored metric (``epoch=..-step=...ckpt`` in the newest ``*/version_*/checkpoints``
-    folder). An older run's checkpoint is never returned in its place.
-
-    Raises:
-        FileNotFoundError: no run under ``root``, or its newest run kept no best checkpoint.
-    """
-    runs = sorted(root.glob("*/version_*/checkpoints"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no training run (*/version_*/checkpoints) under {root}")
-    found = sorted(runs[-1].glob("epoch=*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"{runs[-1]}: the run kept no best checkpoint (epoch=*.ckpt)")
-    return str(found[-1])
-
-
-def _step(ckpt: str) -> int:
-    """The global step in a checkpoint's name (``epoch=9-step=50.ckpt`` -> 50)."""
-    match = re.search(r"step=(\d+)", Path(ckpt).name)
-    if match is None:
-        raise ValueError(f"{ckpt}: no step=<n> in the checkpoint's name")
-    return int(match.group(1))
 
 
 def _in(folder: Path) -> list[str]:
@@ -95,7 +70,7 @@ def run(out: str = "demo_out", pretrain_steps: int = 300, finetune_steps: int = 
          "--data.num_train", str(pretrain_steps),
          "--trainer.val_check_interval", str(max(1, pretrain_steps // 2)),
          *_in(out_dir / "pretrain"), *extra])
-    pretrained = _best_ckpt(out_dir / "pretrain")
+    pretrained = str(best_checkpoint(out_dir / "pretrain"))
     budget = ["--data.num_train", str(labels), "--data.num_test", str(test_events),
               "--trainer.max_steps", str(finetune_steps), *seeds]
     arms = {"pretrained": ["--model.pretrained", pretrained], "scratch": ["--model.mode", "scratch"]}
@@ -105,12 +80,12 @@ def run(out: str = "demo_out", pretrain_steps: int = 300, finetune_steps: int = 
         print(f"[demo] {i + 2}/3 {arm}: fine-tuning on {labels} labelled events, "
               f"{finetune_steps} steps -> {folder}", flush=True)
         cli(["fit", "--config", FINETUNE, *init, *budget, *_in(folder), *extra])
-        best = _best_ckpt(folder)
+        best = str(best_checkpoint(folder))
         print(f"[demo] {i + 2}/3 {arm}: testing {best} on {test_events} held-out events", flush=True)
         cli(["test", "--config", FINETUNE, *init, *budget, "--ckpt_path", best,
              "--model.output_dir", str(folder / "test"), *_in(folder / "test"), *extra])
         metrics = json.loads((folder / "test" / "metrics.json").read_text())["metrics"]
-        rows.append({"arm": arm, "labelled_events": labels, "steps": finetune_steps, "best_step": _step(best),
+        rows.append({"arm": arm, "labelled_events": labels, "steps": finetune_steps, "best_step": checkpoint_step(best),
                      **{c: metrics.get(c) for c in COLUMNS}})
     (out_dir / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"\n[demo] {test_events} held-out events, same fine-tuning budget; pretraining used no label")

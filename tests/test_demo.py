@@ -2,13 +2,12 @@
 scratch fine-tuning with the same budget, both tested on the same held-out events."""
 import json
 import logging
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from gnn_jepa import demo
+from gnn_jepa.models.checkpoints import best_checkpoint
 
 SMALL = ["--data.simulator", '{"preset": "trackml", "num_particles": 20, "eta_range": [-2, 2]}',
          "--data.num_val", "1", "--data.batch_size", "1", "--data.num_workers", "0",
@@ -43,30 +42,9 @@ def test_demo_compares_pretrained_and_scratch_fine_tuning(tmp_path, capsys, capl
     last = torch.load(next((tmp_path / "demo" / "pretrain").glob("*/version_*/checkpoints/last.ckpt")),
                       weights_only=False)
     (best,) = [v["best_model_path"] for k, v in last["callbacks"].items() if "same_event_auc" in k]
-    hp = {arm: torch.load(demo._best_ckpt(tmp_path / "demo" / arm), weights_only=False)["hyper_parameters"]
+    hp = {arm: torch.load(best_checkpoint(tmp_path / "demo" / arm), weights_only=False)["hyper_parameters"]
           for arm in ("pretrained", "scratch")}
     assert hp["pretrained"]["pretrained"] == best and hp["pretrained"]["mode"] == "finetune"
     assert hp["scratch"]["mode"] == "scratch" and hp["scratch"]["pretrained"] is None
     # (built twice, for fit and for test, by the pretrained arm only)
     assert caplog.text.count("the encoder and the whole edge head (output layer included)") == 2
-
-
-def test_best_checkpoint_is_the_newest_runs_own(tmp_path):
-    def run(version: int, *names: str) -> Path:
-        folder = tmp_path / "finetune_x" / f"version_{version}" / "checkpoints"
-        folder.mkdir(parents=True)
-        for name in names:
-            (folder / name).touch()
-        os.utime(folder, (1000 + version, 1000 + version))
-        return folder
-
-    with pytest.raises(FileNotFoundError, match="no training run"):
-        demo._best_ckpt(tmp_path)
-    first = run(0, "epoch=3-step=20.ckpt", "last.ckpt")
-    assert demo._best_ckpt(tmp_path) == str(first / "epoch=3-step=20.ckpt")
-    run(1, "last.ckpt")  # a newer run that kept no best checkpoint: never the older one's
-    with pytest.raises(FileNotFoundError, match="kept no best checkpoint"):
-        demo._best_ckpt(tmp_path)
-    assert demo._step("x/epoch=9-step=50-v1.ckpt") == 50
-    with pytest.raises(ValueError, match="no step"):
-        demo._step("last.ckpt")

@@ -236,6 +236,40 @@ def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
     return max(found, key=os.path.getmtime) if found else None
 
 
+def best_checkpoint(root: str | Path) -> Path:
+    """The checkpoint that the newest training run under ``root`` kept for its monitored
+    metric (a ModelCheckpoint with ``save_top_k: 1``, as the shipped configs have).
+
+    The newest run is the most recently modified ``<root>/<name>/version_<n>/checkpoints``
+    folder (a logger's save_dir); the checkpoint is its one file besides ``last*.ckpt``. An
+    older run's checkpoint is never returned in its place.
+
+    Raises:
+        FileNotFoundError: no run under ``root``, or its newest run kept no such checkpoint
+            (no validation ran).
+        RuntimeError: the newest run kept several (``save_top_k`` above 1).
+    """
+    runs = sorted(Path(root).glob("*/version_*/checkpoints"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no training run (*/version_*/checkpoints) under {root}")
+    found = [p for p in runs[-1].glob("*.ckpt") if not re.fullmatch(r"last(-v?\d+)?\.ckpt", p.name)]
+    if not found:
+        raise FileNotFoundError(f"{runs[-1]}: the run kept no best checkpoint besides last.ckpt "
+                                "(did any validation run?)")
+    if len(found) > 1:
+        raise RuntimeError(f"{runs[-1]}: expected one best checkpoint besides last.ckpt, found "
+                           f"{sorted(p.name for p in found)}")
+    return found[0]
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The global step in a ModelCheckpoint file name (``epoch=9-step=50.ckpt`` -> 50)."""
+    match = re.search(r"step=(\d+)", Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: no step=<n> in the checkpoint's name")
+    return int(match.group(1))
+
+
 def _plain(value):
     """``value`` with tuples as lists, for comparing settings that went through YAML."""
     if isinstance(value, (list, tuple)):

@@ -45,16 +45,6 @@ def run_name(arm: str, labels: int, seed: int) -> str:
     return f"{arm}_L{labels}_s{seed}"
 
 
-def best_checkpoint(ckpt_dir: Path) -> tuple[Path, int]:
-    """The one monitored checkpoint (``save_top_k: 1``) and its step."""
-    found = [p for p in ckpt_dir.glob("*.ckpt") if p.name != "last.ckpt"]
-    if len(found) != 1:
-        raise RuntimeError(f"{ckpt_dir}: expected one best checkpoint besides last.ckpt, found "
-                           f"{sorted(p.name for p in found)} (did any validation run?)")
-    m = re.search(r"step=(\d+)", found[0].name)
-    return found[0], int(m.group(1)) if m else -1
-
-
 def last_step(metrics_csv: Path) -> int:
     with metrics_csv.open() as f:
         return max(int(r["step"]) for r in csv.DictReader(f) if r.get("step"))
@@ -75,6 +65,9 @@ def interrupted_fit(work: Path) -> Optional[tuple[int, Path]]:
 
 
 def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, extra: list[str]) -> dict:
+    # here, not at the top: --summarize and the curve writer stay free of torch and Lightning
+    from gnn_jepa.models.checkpoints import best_checkpoint, checkpoint_step
+
     work = work_root / run_name(arm, labels, seed)
     common = ["--config", CONFIG, "--data.num_train", str(labels), "--seed_everything", str(seed),
               "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
@@ -95,8 +88,9 @@ def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, ext
             log.flush()
         subprocess.run(cli + ["fit"] + fit_args, cwd=ROOT, env=env, stdout=log,
                        stderr=subprocess.STDOUT, check=True)
+    ckpt = best_checkpoint(work)
+    best = checkpoint_step(ckpt)
     versions = sorted(work.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
-    ckpt, best = best_checkpoint(versions[-1] / "checkpoints")
     test_args = common + ["--ckpt_path", str(ckpt), "--model.output_dir", str(work / "test")]
     with (work / "test.log").open("w") as log:
         subprocess.run(cli + ["test"] + test_args, cwd=ROOT, env=env, stdout=log,
