@@ -12,7 +12,9 @@
   NaN/inf weights, is an error naming the file and the settings that differ;
   :func:`read_checkpoint` reads one, naming a file that is no checkpoint.
 * :func:`find_last_checkpoint`: what ``--ckpt_path last`` resumes from, across logger versions.
-* :class:`SigtermCheckpoint`: a resumable ``last.ckpt`` when a fit is stopped by SIGTERM.
+* :class:`SigtermCheckpoint`: a resumable ``last.ckpt`` when a fit is stopped by SIGTERM;
+  :class:`LastCheckpoint`: one after every validation, next to a ModelCheckpoint that keeps
+  only the best.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -335,6 +337,81 @@ def check_checkpoint_fits(path: str, model: "pl.LightningModule") -> None:
         "trained with, or pass --ckpt_path null to start afresh.")
 
 
+def _checkpoint_file(trainer: "pl.Trainer", dirpath: Optional[str], filename: str) -> str:
+    """``<dirpath>/<filename>.ckpt``; ``dirpath`` defaults to the first ModelCheckpoint's
+    folder (where ``--ckpt_path last`` looks), else ``trainer.default_root_dir``."""
+    if dirpath is None:
+        dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks
+                        if isinstance(cb, ModelCheckpoint) and cb.dirpath), None)
+    return os.path.join(str(dirpath or trainer.default_root_dir), f"{filename}.ckpt")
+
+
+def _write_checkpoint(trainer: "pl.Trainer", path: str) -> None:
+    """``trainer.save_checkpoint(path)`` (collective in DDP), never through a symlink."""
+    if trainer.is_global_zero:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if os.path.islink(path):  # ModelCheckpoint(save_last="link"): never write through it
+            os.unlink(path)
+    trainer.save_checkpoint(path)
+
+
+class LastCheckpoint(Checkpoint):
+    """Save ``last.ckpt`` after every validation of a fit, and at its end.
+
+    Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` writes its ``last.ckpt``
+    only together with a new best checkpoint: once the monitored metric stops improving,
+    ``last.ckpt`` stays at the best step, and ``--ckpt_path last`` silently restarts from
+    there (an early-stopped fine-tuning, or a 1,500-step pretraining whose best validation was
+    step 250). This callback writes the state after each validation instead, so a resumed
+    run continues from the last validated step. Being a
+    :class:`~lightning.pytorch.callbacks.Checkpoint`, Lightning runs it after the other
+    callbacks, so the file holds early stopping's patience count and the monitored
+    ModelCheckpoint's best score as updated by that validation (list it after that
+    ModelCheckpoint, which must stay the first checkpoint callback: ``--ckpt_path best``
+    reads the first).
+
+    Use it with ``ModelCheckpoint(monitor=..., save_top_k=1)`` and no ``save_last`` (which
+    would compete for the name: Lightning writes ``last-v1.ckpt`` next to a file it did not
+    write). Configs without a monitor (``every_n_train_steps``, ``save_last=True``) do not
+    need it.
+
+    Args:
+        dirpath: folder of the checkpoint (default: the first ModelCheckpoint's folder, else
+            ``trainer.default_root_dir``).
+        filename: file name without ``.ckpt``.
+    """
+
+    def __init__(self, dirpath: Optional[str] = None, filename: str = "last"):
+        if not filename:
+            raise ValueError("LastCheckpoint filename must not be empty")
+        self.dirpath = dirpath
+        self.filename = filename
+        #: global step of the last checkpoint written in this fit
+        self.saved_step: Optional[int] = None
+
+    def checkpoint_path(self, trainer: "pl.Trainer") -> str:
+        """The path this callback saves to for ``trainer``."""
+        return _checkpoint_file(trainer, self.dirpath, self.filename)
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self.saved_step = None
+
+    def _save(self, trainer: "pl.Trainer") -> None:
+        _write_checkpoint(trainer, self.checkpoint_path(trainer))
+        self.saved_step = trainer.global_step
+
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.saved_step != trainer.global_step:
+            self._save(trainer)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dirpath={self.dirpath!r}, filename={self.filename!r})"
+
+
 class SigtermCheckpoint(pl.Callback):
     """Save a resumable ``last.ckpt`` when a fit is stopped by SIGTERM (SLURM preemption, ``kill``).
 
@@ -379,22 +456,14 @@ class SigtermCheckpoint(pl.Callback):
 
     def checkpoint_path(self, trainer: "pl.Trainer") -> str:
         """The path this callback saves to for ``trainer``."""
-        d = self.dirpath
-        if d is None:
-            ckpt_cb = trainer.checkpoint_callback
-            d = getattr(ckpt_cb, "dirpath", None) or trainer.default_root_dir
-        return os.path.join(str(d), f"{self.filename}.ckpt")
+        return _checkpoint_file(trainer, self.dirpath, self.filename)
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self.saved_path, self._rewind_epoch = None, False
 
     def _save(self, trainer: "pl.Trainer") -> None:
         path = self.checkpoint_path(trainer)
-        if trainer.is_global_zero:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            if os.path.islink(path):  # ModelCheckpoint(save_last="link"): never write through it
-                os.unlink(path)
-        trainer.save_checkpoint(path)
+        _write_checkpoint(trainer, path)
         self.saved_path = path
         rank_zero_info(f"SIGTERM: saved checkpoint {path} at global step {trainer.global_step}")
 

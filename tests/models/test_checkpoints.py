@@ -40,10 +40,11 @@ def test_best_checkpoint_is_the_newest_runs_own(tmp_path):
         best_checkpoint(tmp_path)
 
 
-def _checkpoint_callbacks(config: dict) -> list[pl.Callback]:
+def _callbacks(config: dict) -> list[pl.Callback]:
+    """The config's checkpoint and early-stopping callbacks, instantiated."""
     out = []
     for cb in config["trainer"]["callbacks"]:
-        if cb["class_path"].endswith(".ModelCheckpoint"):
+        if cb["class_path"].rsplit(".", 1)[1] in ("ModelCheckpoint", "LastCheckpoint", "EarlyStopping"):
             module, name = cb["class_path"].rsplit(".", 1)
             out.append(getattr(importlib.import_module(module), name)(**cb.get("init_args", {})))
     return out
@@ -54,35 +55,58 @@ MONITORED = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("configs/*/*.yaml
 
 
 class _Worsening(BoringModel):
-    """Logs ``metric`` = -global_step at each validation: only the first one is the best."""
+    """Logs ``metric`` = -global_step at each validation: only the first one is the best.
+    Every training batch is the same, so a resumed fit sees the data an uninterrupted one
+    does wherever Lightning restarts the epoch."""
 
     def __init__(self, metric: str):
         super().__init__()
         self.metric = metric
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.linspace(-1, 1, 32).expand(8, 32).clone(), batch_size=2)
 
     def validation_step(self, batch, batch_idx):
         self.log(self.metric, -float(self.global_step))
         return super().validation_step(batch, batch_idx)
 
 
+def _fit(root: Path, cfg: dict, steps: int, ckpt_path: str | None = None) -> pl.Trainer:
+    every = cfg["trainer"]["val_check_interval"]
+    monitor = next(c["init_args"]["monitor"] for c in cfg["trainer"]["callbacks"]
+                   if "monitor" in c.get("init_args", {}))
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_steps=steps, val_check_interval=every, check_val_every_n_epoch=None,
+                         limit_val_batches=1, callbacks=_callbacks(cfg), deterministic=True,
+                         logger=CSVLogger(root, name="run"), default_root_dir=root,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(_Worsening(monitor), ckpt_path=ckpt_path)
+    return trainer
+
+
 @pytest.mark.parametrize("config", MONITORED)
 def test_shipped_configs_keep_the_best_and_a_resumable_last_checkpoint(tmp_path, config):
-    """With early stopping or a worsening metric, ``last.ckpt`` (what ``--ckpt_path last``
-    resumes) must hold the last validated step, not the best one: Lightning 2.6 writes a
-    monitored ModelCheckpoint's own ``save_last`` copy only when the metric improves."""
+    """With a worsening metric, ``last.ckpt`` (what ``--ckpt_path last`` resumes) must hold the
+    last validated step with early stopping's count, not the best step: Lightning 2.6 writes a
+    monitored ModelCheckpoint's own ``save_last`` copy only when the metric improves. A fit
+    resumed from it ends where an uninterrupted one does."""
     cfg = yaml.safe_load((ROOT / config).read_text())
     every = cfg["trainer"]["val_check_interval"]
-    monitored = [c for c in cfg["trainer"]["callbacks"] if "monitor" in c.get("init_args", {})
-                 and c["class_path"].endswith(".ModelCheckpoint")]
-    assert len(monitored) == 1, config
-    trainer = pl.Trainer(max_steps=3 * every, val_check_interval=every, check_val_every_n_epoch=None,
-                         limit_val_batches=1, callbacks=_checkpoint_callbacks(cfg),
-                         logger=CSVLogger(tmp_path, name="run"), default_root_dir=tmp_path,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(_Worsening(monitored[0]["init_args"]["monitor"]))
-    best = best_checkpoint(tmp_path)
+    whole = _fit(tmp_path / "whole", cfg, 3 * every)
+    best = best_checkpoint(tmp_path / "whole")
     assert checkpoint_step(best) == every
-    assert trainer.checkpoint_callback.best_model_path == str(best)  # what `test --ckpt_path best` uses
-    lasts = list(tmp_path.glob("run/version_0/checkpoints/last*.ckpt"))
-    assert [p.name for p in lasts] == ["last.ckpt"]
-    assert torch.load(lasts[0], map_location="cpu", weights_only=False)["global_step"] == 3 * every
+    assert whole.checkpoint_callback.best_model_path == str(best)  # `test --ckpt_path best`
+    lasts = list((tmp_path / "whole").glob("run/version_0/checkpoints/*.ckpt"))
+    assert sorted(p.name for p in lasts) == sorted([best.name, "last.ckpt"])
+
+    _fit(tmp_path / "cut", cfg, 2 * every)
+    last = tmp_path / "cut" / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2 * every
+    stopping = [v for k, v in state["callbacks"].items() if k.startswith("EarlyStopping")]
+    has_stopping = any(c["class_path"].endswith("EarlyStopping") for c in cfg["trainer"]["callbacks"])
+    assert [s["wait_count"] for s in stopping] == [1] * has_stopping  # the 2nd validation counted
+    resumed = _fit(tmp_path / "cut", cfg, 3 * every, ckpt_path=str(last))
+    assert resumed.global_step == 3 * every
+    for a, b in zip(whole.lightning_module.parameters(), resumed.lightning_module.parameters()):
+        assert torch.equal(a, b)
