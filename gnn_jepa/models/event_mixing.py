@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from gnn_jepa.config import merge_config
 from gnn_jepa.data.mixing import MIX_COLUMN
 from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
-from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, adamw_warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.tracking.metrics import roc_auc
@@ -118,10 +118,6 @@ class EventMixingPretraining(GuardedModule, pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        opt = torch.optim.AdamW([{"params": list(self.target_encoder.parameters()), "lr": o.encoder_lr},
-                                 {"params": list(self.target_head.parameters()), "lr": o.head_lr}],
-                                weight_decay=o.weight_decay)
-        total = o.total_steps or int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, o.warmup_steps, total, o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        groups = [{"params": list(self.target_encoder.parameters()), "lr": o.encoder_lr},
+                  {"params": list(self.target_head.parameters()), "lr": o.head_lr}]
+        return adamw_warmup_cosine(groups, o, o.total_steps or int(self.trainer.estimated_stepping_batches))

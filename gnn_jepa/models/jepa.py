@@ -30,7 +30,7 @@ from gnn_jepa.config import build_from_options, merge_config
 from gnn_jepa.geometry import cylindrical
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker, assign_cells, tile_regions
 from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
-from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, adamw_warmup_cosine, cosine_ramp
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.losses import AntiCollapse
 from gnn_jepa.nn.monitors import ap_at_k, edge_probe_auc, embedding_std, rankme
@@ -335,8 +335,4 @@ class JEPAPretraining(EMAPretraining):
             {"params": list(self.predictor.parameters()) + list(self.anti_collapse.parameters()),
              "lr": o.head_lr},
         ]
-        opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
-        total = self.total_steps()
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, o.warmup_steps, total, o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(groups, o, self.total_steps())

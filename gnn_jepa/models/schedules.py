@@ -1,9 +1,12 @@
-"""Step schedules: pure functions of the global step, so a resumed run continues exactly."""
+"""Step schedules: pure functions of the global step, so a resumed run continues exactly;
+the AdamW optimizer every model trains with (:func:`adamw_warmup_cosine`)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Optional
+
+import torch
 
 
 def cosine_ramp(step: int, total: int, start: float, end: float) -> float:
@@ -43,3 +46,13 @@ class OptimConfig:
             raise ValueError(f"optim: learning rates and weight_decay must be >= 0, got {self}")
         if self.warmup_steps < 0 or (self.total_steps is not None and self.total_steps < 1):
             raise ValueError(f"optim: warmup_steps must be >= 0 and total_steps >= 1, got {self}")
+
+
+def adamw_warmup_cosine(groups: list[dict], optim: OptimConfig, total: int) -> dict:
+    """AdamW over parameter ``groups`` (``{"params", "lr"}`` each) with ``optim``'s weight
+    decay, every learning rate scaled per step by :func:`warmup_cosine` (``optim``'s warmup and
+    floor, ``total`` steps): what a module's ``configure_optimizers`` returns."""
+    opt = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, optim.warmup_steps, total, optim.min_lr_ratio))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -39,7 +39,7 @@ from gnn_jepa.config import build_from_options, merge_config
 from gnn_jepa.graph.edges import edge_features, segment_labels
 from gnn_jepa.masks import DESCRIPTOR_COLUMNS, RegionMasker
 from gnn_jepa.models.jepa import EMAPretraining
-from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, adamw_warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.losses import AntiCollapse
@@ -398,8 +398,4 @@ class SegmentJEPA(EMAPretraining):
             {"params": list(self.context_head.parameters()) + list(self.predictor.parameters())
              + list(self.anti_collapse.parameters()), "lr": o.head_lr},
         ]
-        opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
-        total = self.total_steps()
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, o.warmup_steps, total, o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(groups, o, self.total_steps())

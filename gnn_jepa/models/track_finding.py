@@ -21,7 +21,7 @@ from gnn_jepa.config import merge_config
 from gnn_jepa.graph.edges import edge_labels, segment_labels
 from gnn_jepa.models.checkpoints import HEAD_OUTPUT, load_pretrained_encoder, load_pretrained_head
 from gnn_jepa.models.guards import GuardedModule, batch_events, check_loss
-from gnn_jepa.models.schedules import OptimConfig, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, adamw_warmup_cosine
 from gnn_jepa.nn.edge_head import HeadConfig
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.tracking.building import (TrackBuildingConfig, build_tracks, hit_order_key,
@@ -396,8 +396,4 @@ class TrackFinding(GuardedModule, pl.LightningModule):
         groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": o.head_lr}]
         if self.hparams.mode != "frozen":
             groups.append({"params": list(self.encoder.parameters()), "lr": o.encoder_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
-        total = o.total_steps or int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, o.warmup_steps, total, o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(groups, o, o.total_steps or int(self.trainer.estimated_stepping_batches))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gnn_jepa.models.jepa import JEPAPretraining
-from gnn_jepa.models.schedules import OptimConfig, cosine_ramp, warmup_cosine
+from gnn_jepa.models.schedules import OptimConfig, adamw_warmup_cosine, cosine_ramp, warmup_cosine
 from gnn_jepa.nn.encoder import EncoderConfig
 from gnn_jepa.nn.predictor import PredictorConfig
 
@@ -23,6 +23,23 @@ def test_schedules_are_pure_functions_of_the_step():
     assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
     assert warmup_cosine(9, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(100, 10, 100, 0.01) == pytest.approx(0.01)
+
+
+def test_adamw_warmup_cosine_scales_every_group_by_the_schedule():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    o = OptimConfig(weight_decay=0.1, warmup_steps=4, min_lr_ratio=0.1)
+    out = adamw_warmup_cosine([{"params": [a], "lr": 1e-3}, {"params": [b], "lr": 4e-3}], o, total=20)
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and out["lr_scheduler"]["interval"] == "step"
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.1]
+    lrs = []
+    for _ in range(21):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx([1e-3 / 4, 4e-3 / 4])  # warmup: (step + 1) / 4
+    assert lrs[3] == pytest.approx([1e-3, 4e-3])
+    assert lrs[20] == pytest.approx([1e-4, 4e-4])  # the floor at ``total``
 
 
 @pytest.mark.parametrize("scope,empty", [("regions", True), ("full", False)])
