@@ -337,13 +337,27 @@ def check_checkpoint_fits(path: str, model: "pl.LightningModule") -> None:
         "trained with, or pass --ckpt_path null to start afresh.")
 
 
-def _checkpoint_file(trainer: "pl.Trainer", dirpath: Optional[str], filename: str) -> str:
-    """``<dirpath>/<filename>.ckpt``; ``dirpath`` defaults to the first ModelCheckpoint's
-    folder (where ``--ckpt_path last`` looks), else ``trainer.default_root_dir``."""
-    if dirpath is None:
-        dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks
-                        if isinstance(cb, ModelCheckpoint) and cb.dirpath), None)
-    return os.path.join(str(dirpath or trainer.default_root_dir), f"{filename}.ckpt")
+class _FileCallback:
+    """``dirpath`` / ``filename`` of a callback that writes one checkpoint file."""
+
+    def __init__(self, dirpath: Optional[str] = None, filename: str = "last"):
+        if not filename:
+            raise ValueError(f"{type(self).__name__} filename must not be empty")
+        self.dirpath = dirpath
+        self.filename = filename
+
+    def checkpoint_path(self, trainer: "pl.Trainer") -> str:
+        """``<dirpath>/<filename>.ckpt`` for ``trainer``; ``dirpath`` defaults to the first
+        ModelCheckpoint's folder (where ``--ckpt_path last`` looks), else
+        ``trainer.default_root_dir``."""
+        dirpath = self.dirpath
+        if dirpath is None:
+            dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks
+                            if isinstance(cb, ModelCheckpoint) and cb.dirpath), None)
+        return os.path.join(str(dirpath or trainer.default_root_dir), f"{self.filename}.ckpt")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dirpath={self.dirpath!r}, filename={self.filename!r})"
 
 
 def _write_checkpoint(trainer: "pl.Trainer", path: str) -> None:
@@ -355,7 +369,7 @@ def _write_checkpoint(trainer: "pl.Trainer", path: str) -> None:
     trainer.save_checkpoint(path)
 
 
-class LastCheckpoint(Checkpoint):
+class LastCheckpoint(_FileCallback, Checkpoint):
     """Save ``last.ckpt`` after every validation of a fit, and at its end.
 
     Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` writes its ``last.ckpt``
@@ -382,16 +396,9 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: Optional[str] = None, filename: str = "last"):
-        if not filename:
-            raise ValueError("LastCheckpoint filename must not be empty")
-        self.dirpath = dirpath
-        self.filename = filename
+        super().__init__(dirpath, filename)
         #: global step of the last checkpoint written in this fit
         self.saved_step: Optional[int] = None
-
-    def checkpoint_path(self, trainer: "pl.Trainer") -> str:
-        """The path this callback saves to for ``trainer``."""
-        return _checkpoint_file(trainer, self.dirpath, self.filename)
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self.saved_step = None
@@ -408,11 +415,8 @@ class LastCheckpoint(Checkpoint):
         if self.saved_step != trainer.global_step:
             self._save(trainer)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(dirpath={self.dirpath!r}, filename={self.filename!r})"
 
-
-class SigtermCheckpoint(pl.Callback):
+class SigtermCheckpoint(_FileCallback, pl.Callback):
     """Save a resumable ``last.ckpt`` when a fit is stopped by SIGTERM (SLURM preemption, ``kill``).
 
     How it works with Lightning's own signal handling (checked against Lightning 2.6): at the
@@ -446,17 +450,10 @@ class SigtermCheckpoint(pl.Callback):
     """
 
     def __init__(self, dirpath: Optional[str] = None, filename: str = "last"):
-        if not filename:
-            raise ValueError("SigtermCheckpoint filename must not be empty")
-        self.dirpath = dirpath
-        self.filename = filename
+        super().__init__(dirpath, filename)
         #: where the checkpoint was written, once it was
         self.saved_path: Optional[str] = None
         self._rewind_epoch = False
-
-    def checkpoint_path(self, trainer: "pl.Trainer") -> str:
-        """The path this callback saves to for ``trainer``."""
-        return _checkpoint_file(trainer, self.dirpath, self.filename)
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self.saved_path, self._rewind_epoch = None, False
