@@ -212,9 +212,9 @@ def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
     so that folder is new and empty: Lightning would warn and silently train from scratch.
     This looks in every version folder of the logger (``<save_dir>/<name>/*/checkpoints``),
     in a ModelCheckpoint's explicit ``dirpath``, in ``default_root_dir`` and its
-    ``checkpoints`` folder, at every :class:`SigtermCheckpoint`'s explicit path and at the
-    ``hpc_ckpt_<n>.ckpt`` files of Lightning's SLURM auto-requeue, and returns the most
-    recently modified file.
+    ``checkpoints`` folder, at the explicit paths of every :class:`SigtermCheckpoint` and
+    :class:`LastCheckpoint`, and at the ``hpc_ckpt_<n>.ckpt`` files of Lightning's SLURM
+    auto-requeue, and returns the most recently modified file.
     """
     patterns: list[str] = []
     for cb in trainer.checkpoint_callbacks:
@@ -230,8 +230,8 @@ def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
              if re.fullmatch(r"last(-v?\d+)?\.ckpt", os.path.basename(p))}
     # Lightning's SLURM auto-requeue checkpoints (written on SIGUSR1)
     found |= set(glob.glob(os.path.join(str(trainer.default_root_dir), "hpc_ckpt_*.ckpt")))
-    for cb in trainer.callbacks:
-        if isinstance(cb, SigtermCheckpoint) and cb.dirpath is not None:
+    for cb in trainer.callbacks:  # SigtermCheckpoint, LastCheckpoint
+        if isinstance(cb, _FileCallback) and cb.dirpath is not None:
             path = cb.checkpoint_path(trainer)
             if os.path.isfile(path):
                 found.add(path)
@@ -370,7 +370,8 @@ def _write_checkpoint(trainer: "pl.Trainer", path: str) -> None:
 
 
 class LastCheckpoint(_FileCallback, Checkpoint):
-    """Save ``last.ckpt`` after every validation of a fit, and at its end.
+    """Save ``last.ckpt`` after every validation of a fit, and at its end (not in a
+    ``fast_dev_run``).
 
     Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` writes its ``last.ckpt``
     only together with a new best checkpoint: once the monitored metric stops improving,
@@ -382,7 +383,8 @@ class LastCheckpoint(_FileCallback, Checkpoint):
     callbacks, so the file holds early stopping's patience count and the monitored
     ModelCheckpoint's best score as updated by that validation (list it after that
     ModelCheckpoint, which must stay the first checkpoint callback: ``--ckpt_path best``
-    reads the first).
+    reads the first). With validation at epoch ends (``val_check_interval: 1.0``), where
+    those callbacks act in ``on_train_epoch_end``, it saves there instead.
 
     Use it with ``ModelCheckpoint(monitor=..., save_top_k=1)`` and no ``save_last`` (which
     would compete for the name: Lightning writes ``last-v1.ckpt`` next to a file it did not
@@ -403,17 +405,31 @@ class LastCheckpoint(_FileCallback, Checkpoint):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self.saved_step = None
 
+    @staticmethod
+    def _validates_at_epoch_end(trainer: "pl.Trainer") -> bool:
+        """Validation runs at epoch ends, where early stopping and ModelCheckpoint act in
+        ``on_train_epoch_end`` (after ``on_validation_end``), not by steps."""
+        return trainer.check_val_every_n_epoch is not None and trainer.val_check_interval == 1.0
+
     def _save(self, trainer: "pl.Trainer") -> None:
+        if trainer.fast_dev_run:  # as Lightning's own checkpoints: none for a debug run
+            return
         _write_checkpoint(trainer, self.checkpoint_path(trainer))
         self.saved_step = trainer.global_step
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+        if (trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+                and not self._validates_at_epoch_end(trainer)):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._validates_at_epoch_end(trainer):
             self._save(trainer)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.saved_step != trainer.global_step:
-            self._save(trainer)
+        # again after the last validation: the state as training stopped (early stopping's
+        # decision included)
+        self._save(trainer)
 
 
 class SigtermCheckpoint(_FileCallback, pl.Callback):

@@ -54,21 +54,25 @@ MONITORED = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("configs/*/*.yaml
                    if "monitor:" in p.read_text() and "ModelCheckpoint" in p.read_text())
 
 
-class _Worsening(BoringModel):
-    """Logs ``metric`` = -global_step at each validation: only the first one is the best.
-    Every training batch is the same, so a resumed fit sees the data an uninterrupted one
-    does wherever Lightning restarts the epoch."""
+class _PeakAtTwo(BoringModel):
+    """Logs ``metric`` = -|global step - 2 ``every``| at each validation: it improves up to
+    the 2nd validation (step 2 ``every``) and worsens after. Constant learning rate and the
+    same batch every step, so every step moves the weights and a resumed fit sees the data
+    an uninterrupted one does wherever Lightning restarts the epoch."""
 
-    def __init__(self, metric: str):
+    def __init__(self, metric: str, every: int):
         super().__init__()
-        self.metric = metric
+        self.metric, self.every = metric, every
+
+    def validation_step(self, batch, batch_idx):
+        self.log(self.metric, -abs(float(self.global_step) - 2 * self.every))
+        return super().validation_step(batch, batch_idx)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(torch.linspace(-1, 1, 32).expand(8, 32).clone(), batch_size=2)
 
-    def validation_step(self, batch, batch_idx):
-        self.log(self.metric, -float(self.global_step))
-        return super().validation_step(batch, batch_idx)
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
 
 
 def _fit(root: Path, cfg: dict, steps: int, ckpt_path: str | None = None) -> pl.Trainer:
@@ -80,33 +84,86 @@ def _fit(root: Path, cfg: dict, steps: int, ckpt_path: str | None = None) -> pl.
                          limit_val_batches=1, callbacks=_callbacks(cfg), deterministic=True,
                          logger=CSVLogger(root, name="run"), default_root_dir=root,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(_Worsening(monitor), ckpt_path=ckpt_path)
+    trainer.fit(_PeakAtTwo(monitor, every), ckpt_path=ckpt_path)
     return trainer
+
+
+def _state(path: Path) -> tuple[int, str, list[int]]:
+    """global step, the monitored ModelCheckpoint's best path and early stopping's wait
+    counts held by a checkpoint file."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    best = [v["best_model_path"] for k, v in ck["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    waits = [v["wait_count"] for k, v in ck["callbacks"].items() if k.startswith("EarlyStopping")]
+    assert len(best) == 1
+    return ck["global_step"], best[0], waits
 
 
 @pytest.mark.parametrize("config", MONITORED)
 def test_shipped_configs_keep_the_best_and_a_resumable_last_checkpoint(tmp_path, config):
-    """With a worsening metric, ``last.ckpt`` (what ``--ckpt_path last`` resumes) must hold the
-    last validated step with early stopping's count, not the best step: Lightning 2.6 writes a
-    monitored ModelCheckpoint's own ``save_last`` copy only when the metric improves. A fit
-    resumed from it ends where an uninterrupted one does."""
+    """``last.ckpt`` (what ``--ckpt_path last`` resumes) must hold the last validated step,
+    with that validation's early-stopping count and best checkpoint, not the best step:
+    Lightning 2.6 writes a monitored ModelCheckpoint's own ``save_last`` copy only when the
+    metric improves. A fit resumed from it ends where an uninterrupted one does."""
     cfg = yaml.safe_load((ROOT / config).read_text())
     every = cfg["trainer"]["val_check_interval"]
+    stopping = any(c["class_path"].endswith("EarlyStopping") for c in cfg["trainer"]["callbacks"])
     whole = _fit(tmp_path / "whole", cfg, 3 * every)
+    ckpts = tmp_path / "whole" / "run" / "version_0" / "checkpoints"
     best = best_checkpoint(tmp_path / "whole")
-    assert checkpoint_step(best) == every
+    assert checkpoint_step(best) == 2 * every
     assert whole.checkpoint_callback.best_model_path == str(best)  # `test --ckpt_path best`
-    lasts = list((tmp_path / "whole").glob("run/version_0/checkpoints/*.ckpt"))
-    assert sorted(p.name for p in lasts) == sorted([best.name, "last.ckpt"])
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == sorted([best.name, "last.ckpt"])
+    assert _state(ckpts / "last.ckpt") == (3 * every, str(best), [1] * stopping)
 
+    # stopped at the best validation: last.ckpt already knows it is the best
     _fit(tmp_path / "cut", cfg, 2 * every)
     last = tmp_path / "cut" / "run" / "version_0" / "checkpoints" / "last.ckpt"
-    state = torch.load(last, map_location="cpu", weights_only=False)
-    assert state["global_step"] == 2 * every
-    stopping = [v for k, v in state["callbacks"].items() if k.startswith("EarlyStopping")]
-    has_stopping = any(c["class_path"].endswith("EarlyStopping") for c in cfg["trainer"]["callbacks"])
-    assert [s["wait_count"] for s in stopping] == [1] * has_stopping  # the 2nd validation counted
+    assert _state(last) == (2 * every, str(best_checkpoint(tmp_path / "cut")), [0] * stopping)
     resumed = _fit(tmp_path / "cut", cfg, 3 * every, ckpt_path=str(last))
     assert resumed.global_step == 3 * every
     for a, b in zip(whole.lightning_module.parameters(), resumed.lightning_module.parameters()):
         assert torch.equal(a, b)
+    # one step fewer or more would show
+    off = _fit(tmp_path / "off", cfg, 3 * every + 1)
+    assert not all(torch.equal(a, b) for a, b in zip(whole.lightning_module.parameters(),
+                                                       off.lightning_module.parameters()))
+
+
+def test_last_checkpoint_skips_debug_runs_and_follows_epoch_end_validation(tmp_path):
+    """No file in a ``fast_dev_run``; with validation at epoch ends, ``last.ckpt`` holds the
+    early-stopping count of that epoch's validation, also when early stopping ends the fit."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from gnn_jepa.models.checkpoints import LastCheckpoint
+
+    trainer = pl.Trainer(fast_dev_run=True, callbacks=[LastCheckpoint()], default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(BoringModel())
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+    class Falling(BoringModel):  # best at the first epoch's validation, worse after
+        def validation_step(self, batch, batch_idx):
+            self.log("m", -float(self.current_epoch))
+            return super().validation_step(batch, batch_idx)
+
+    stop = EarlyStopping(monitor="m", mode="max", patience=2)
+    trainer = pl.Trainer(max_epochs=10, limit_train_batches=2, limit_val_batches=1,
+                         callbacks=[ModelCheckpoint(monitor="m", mode="max"), LastCheckpoint(), stop],
+                         logger=CSVLogger(tmp_path, name="run"), default_root_dir=tmp_path,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Falling())
+    assert trainer.current_epoch == 3 and stop.wait_count == 2  # stopped by early stopping
+    step, best, waits = _state(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt")
+    assert (step, waits) == (trainer.global_step, [2])
+    assert checkpoint_step(best) == 2
+
+
+def test_ckpt_path_last_finds_a_last_checkpoint_with_its_own_folder(tmp_path):
+    from gnn_jepa.models.checkpoints import LastCheckpoint, find_last_checkpoint
+
+    trainer = pl.Trainer(callbacks=[LastCheckpoint(dirpath=str(tmp_path / "elsewhere"))],
+                         default_root_dir=tmp_path / "root", logger=False, accelerator="cpu")
+    assert find_last_checkpoint(trainer) is None
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "last.ckpt").write_bytes(b"x")
+    assert find_last_checkpoint(trainer) == str(tmp_path / "elsewhere" / "last.ckpt")
