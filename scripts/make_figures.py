@@ -56,6 +56,7 @@ ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not over
     "mixing1500_lr4": ("tab:red", "D", 1.06),
     "mixing1500": ("lightcoral", "d", 1.12),
     "mixing": ("tab:purple", "v", 1.18),
+    "mixing1500_frozen": ("tab:green", "^", 0.94),
 }
 
 __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
@@ -95,7 +96,7 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
         runs = sorted({len(s) for s in scores})
         ax.errorbar(x, y, yerr=err, color=color, marker=marker, capsize=4, linewidth=1.6,
                     markersize=6, label=f"{_legend(meta.get(arm, {}), arm)} "
-                                        f"({'/'.join(map(str, runs))} seeds)")
+                                        f"({'/'.join(map(str, runs))} seed{'' if runs == [1] else 's'})")
     ceiling = _small_ceiling(headline)
     if ceiling is not None:
         ax.axhline(ceiling, color="0.35", linestyle="--", linewidth=1.0,
@@ -118,7 +119,7 @@ def label_curve_figure(headline: dict, figsize: tuple[float, float] = (6.4, 4.4)
     ax.legend(loc="lower right", fontsize=8)
     note = "marker = mean, bar = min-max over seeds"
     if len(arms) > 1:
-        note += ";\npoints of later arms shifted right for legibility"
+        note += ";\narms shifted sideways for legibility"
     ax.text(0.02, 0.97, note, transform=ax.transAxes, fontsize=7, color="0.35", va="top")
     return fig
 
