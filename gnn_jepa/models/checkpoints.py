@@ -356,17 +356,19 @@ class _FileCallback:
                             if isinstance(cb, ModelCheckpoint) and cb.dirpath), None)
         return os.path.join(str(dirpath or trainer.default_root_dir), f"{self.filename}.ckpt")
 
+    def _write(self, trainer: "pl.Trainer") -> str:
+        """``trainer.save_checkpoint`` to :meth:`checkpoint_path` (collective in DDP), never
+        through a symlink; returns the path."""
+        path = self.checkpoint_path(trainer)
+        if trainer.is_global_zero:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            if os.path.islink(path):  # ModelCheckpoint(save_last="link"): never write through it
+                os.unlink(path)
+        trainer.save_checkpoint(path)
+        return path
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dirpath={self.dirpath!r}, filename={self.filename!r})"
-
-
-def _write_checkpoint(trainer: "pl.Trainer", path: str) -> None:
-    """``trainer.save_checkpoint(path)`` (collective in DDP), never through a symlink."""
-    if trainer.is_global_zero:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if os.path.islink(path):  # ModelCheckpoint(save_last="link"): never write through it
-            os.unlink(path)
-    trainer.save_checkpoint(path)
 
 
 class LastCheckpoint(_FileCallback, Checkpoint):
@@ -414,7 +416,7 @@ class LastCheckpoint(_FileCallback, Checkpoint):
     def _save(self, trainer: "pl.Trainer") -> None:
         if trainer.fast_dev_run:  # as Lightning's own checkpoints: none for a debug run
             return
-        _write_checkpoint(trainer, self.checkpoint_path(trainer))
+        self._write(trainer)
         self.saved_step = trainer.global_step
 
     def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -427,9 +429,10 @@ class LastCheckpoint(_FileCallback, Checkpoint):
             self._save(trainer)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        # again after the last validation: the state as training stopped (early stopping's
-        # decision included)
-        self._save(trainer)
+        # steps trained after the last save (max_steps between two validations); a fit that
+        # early stopping ended was saved by that validation's hook, which ran after it
+        if self.saved_step != trainer.global_step:
+            self._save(trainer)
 
 
 class SigtermCheckpoint(_FileCallback, pl.Callback):
@@ -475,8 +478,7 @@ class SigtermCheckpoint(_FileCallback, pl.Callback):
         self.saved_path, self._rewind_epoch = None, False
 
     def _save(self, trainer: "pl.Trainer") -> None:
-        path = self.checkpoint_path(trainer)
-        _write_checkpoint(trainer, path)
+        path = self._write(trainer)
         self.saved_path = path
         rank_zero_info(f"SIGTERM: saved checkpoint {path} at global step {trainer.global_step}")
 
