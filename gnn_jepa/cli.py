@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from gnn_jepa.allocator import allocator_in_use, run_under_mimalloc
 from gnn_jepa.data.colliderml import write_colliderml
 from gnn_jepa.data.simulator import PRESETS, Simulator, event_seed
 from gnn_jepa.data.trackml import write_event
@@ -120,6 +121,7 @@ class GnnJepaCLI(LightningCLI):
             check_checkpoint_fits(str(ckpt_path), self.model)
 
     def before_fit(self) -> None:
+        rank_zero_info(f"memory allocator: {allocator_in_use()} (gnn_jepa.allocator)")
         self._prepare_checkpoint()
 
     def before_validate(self) -> None:
@@ -268,4 +270,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    run_under_mimalloc()  # under mimalloc unless it is loaded (gnn_jepa.allocator)
     main()

@@ -396,3 +396,22 @@ def test_colliderml_read_benchmark_runs_its_children_as_modules(tmp_path):
     again = _module("colliderml_read", "--particles", "30", "--events", "3", "--reads", "2",
                     "--folder", str(tmp_path / "cml"))
     assert again.returncode == 0 and json.loads(again.stdout)["shard"]["reused"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="rusage of children, mimalloc: Linux")
+def test_allocator_benchmark_runs_each_arm_under_its_allocator(tmp_path):
+    pytest.importorskip("gnn_jepa.allocator").mimalloc_library() or pytest.skip("no cmeel-mimalloc")
+    proc = _module("allocator", "--steps", "2", "--events", "2", "--work", str(tmp_path),
+                   "--out", str(tmp_path / "a.json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc == json.loads((tmp_path / "a.json").read_text())
+    assert [r["allocator"] for r in doc["rows"]] == ["system", "mimalloc"]
+    for row in doc["rows"]:
+        assert len(row["fits"]) == 1 and row["peak_rss_mib_median"] > 100
+        assert row["cpu_s_per_step_median"] > 0
+    assert doc["rows"][0]["peak_rss_mib_vs_system"] == 1.0
+    # each fit's log names the allocator it ran under (run_fit checks it too)
+    assert "memory allocator: mimalloc" in (tmp_path / "mimalloc_r0.log").read_text()
+    assert "memory allocator: system" in (tmp_path / "system_r0.log").read_text()

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "gnn_jepa"
 
 #: The pipeline's order (docs/design.md); a unit is a top-level module or subpackage.
-LAYERS = [("config", "geometry"), ("data",), ("graph",), ("datamodule", "masks"), ("tracking",),
+LAYERS = [("config", "geometry", "allocator"), ("data",), ("graph",), ("datamodule", "masks"), ("tracking",),
           ("viz",), ("nn",), ("models",), ("evaluation",), ("cli",), ("demo",)]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
