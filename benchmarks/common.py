@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
+from gnn_jepa import allocator as _allocator
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "trackml_gpu.yaml"
 DEFAULT_FINETUNE_CONFIG = ROOT / "configs" / "finetune" / "trackml_gpu.yaml"
@@ -337,6 +339,34 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but torch.cuda.is_available() is False")
     return device
+
+
+#: ``--allocator`` values: the C library's malloc, or mimalloc as the ``gnn-jepa`` command uses.
+ALLOCATORS = ("system", "mimalloc")
+
+
+def use_allocator(name: str, module: str, restart: bool) -> str:
+    """Make this benchmark (``python -m <module>``) run under allocator ``name``: for
+    ``mimalloc`` with ``restart`` (run as a program, not called in-process) it restarts itself
+    with mimalloc preloaded, as ``gnn-jepa`` does (:mod:`gnn_jepa.allocator`). Returns the
+    allocator in use.
+
+    Raises:
+        SystemExit: mimalloc asked for but not installed or (without ``restart``) not loaded,
+            or ``system`` asked for while ``LD_PRELOAD`` loads mimalloc.
+    """
+    if name not in ALLOCATORS:
+        raise SystemExit(f"--allocator must be one of {ALLOCATORS}, got {name!r}")
+    if name == "mimalloc" and _allocator.allocator_in_use() != "mimalloc":
+        if _allocator.mimalloc_library() is None:
+            raise SystemExit("--allocator mimalloc: cmeel-mimalloc is not installed")
+        if restart:
+            os.environ.pop(_allocator.ENV, None)
+            _allocator.run_under_mimalloc(module=module)
+    used = _allocator.allocator_in_use()
+    if used != name:
+        raise SystemExit(f"--allocator {name}: this process runs under {used} (LD_PRELOAD?)")
+    return used
 
 
 def write_doc(doc: dict, out: Optional[str]) -> None:

@@ -109,8 +109,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--mode", choices=("train", "inference"), default="train",
                    help="train: one fine-tuning step (default); inference: encoder, edge scores "
                         "and tracks of one event, no autograd")
+    p.add_argument("--allocator", choices=common.ALLOCATORS, default="system",
+                   help="memory allocator: the C library's (default) or mimalloc, which the "
+                        "gnn-jepa command runs under (restarts this benchmark with it preloaded)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
+    common.use_allocator(args.allocator, "benchmarks.edge_head", restart=argv is None)
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     if not heads or any(h not in HEADS for h in heads):
         raise SystemExit(f"--heads must list some of {HEADS}, got {args.heads!r}")
@@ -135,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
             rows.append(row)
     doc = {"benchmark": "edge_head", "mode": args.mode, "autocast": args.autocast, "config": cfg["path"],
-           "env": common.environment(device), "warmup": args.warmup, "steps": args.steps,
+           "env": common.environment(device), "allocator": args.allocator, "warmup": args.warmup, "steps": args.steps,
            "rows": rows, "scaling": scaling(rows)}
     common.write_doc(doc, args.out)
     print(json.dumps(doc, indent=1))

@@ -36,6 +36,10 @@ __all__ = ["ENV", "allocator_in_use", "main", "mimalloc_library", "run_under_mim
 
 #: ``system`` keeps the C library's allocator; anything else (or unset): mimalloc where installed.
 ENV = "GNN_JEPA_ALLOCATOR"
+#: mimalloc's ``MIMALLOC_PURGE_DELAY`` (ms) unless the environment sets one: -1 never hands
+#: freed memory back to the system. Its default, 10 ms, gives pages back between the steps
+#: that reuse them: a 1,000-particle fine-tuning step took 4.1 s instead of 2.5 s.
+PURGE_DELAY = "-1"
 #: Set in the restarted process, so that it never restarts again.
 _RESTARTED = "GNN_JEPA_ALLOCATOR_RESTARTED"
 
@@ -75,13 +79,14 @@ def _restart_env(env: Mapping[str, str], library: Path) -> Optional[dict]:
     new = dict(env)
     new["LD_PRELOAD"] = f"{library} {preload}".strip()
     new[_RESTARTED] = "1"
+    new.setdefault("MIMALLOC_PURGE_DELAY", PURGE_DELAY)
     return new
 
 
-def run_under_mimalloc(argv: Sequence[str] | None = None) -> None:
-    """Restart this command (``python -m gnn_jepa.cli`` with ``argv``, default
-    ``sys.argv[1:]``) with mimalloc preloaded, when on Linux, installed and due (module doc);
-    otherwise return and let the caller go on."""
+def run_under_mimalloc(argv: Sequence[str] | None = None, module: str = "gnn_jepa.cli") -> None:
+    """Restart this program (``python -m <module>`` with ``argv``, default ``sys.argv[1:]``)
+    with mimalloc preloaded, when on Linux, installed and due (module doc); otherwise return
+    and let the caller go on."""
     if not sys.platform.startswith("linux"):
         return
     library = mimalloc_library()
@@ -93,7 +98,7 @@ def run_under_mimalloc(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "gnn_jepa.cli", *args], env)
+    os.execve(sys.executable, [sys.executable, "-m", module, *args], env)
 
 
 def main() -> None:

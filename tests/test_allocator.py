@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnn_jepa.allocator import ENV, _restart_env, allocator_in_use, mimalloc_library
+from gnn_jepa.allocator import ENV, PURGE_DELAY, _restart_env, allocator_in_use, mimalloc_library
 
 LIB = Path("/opt/lib/libmimalloc.so")
 
@@ -16,6 +16,9 @@ def test_restart_env_prepends_mimalloc_once():
     env = _restart_env({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"}, LIB)
     assert env["LD_PRELOAD"] == "/opt/lib/libmimalloc.so /x/libfoo.so" and env["PATH"] == "/bin"
     assert _restart_env({}, LIB)["LD_PRELOAD"] == "/opt/lib/libmimalloc.so"
+    # freed memory stays with mimalloc unless the user chose a purge delay
+    assert env["MIMALLOC_PURGE_DELAY"] == PURGE_DELAY == "-1"
+    assert _restart_env({"MIMALLOC_PURGE_DELAY": "100"}, LIB)["MIMALLOC_PURGE_DELAY"] == "100"
     # the restarted process, a preloaded one, and an opt-out never restart
     assert _restart_env(env, LIB) is None
     assert _restart_env({"LD_PRELOAD": "/usr/lib/libmimalloc.so.2"}, LIB) is None

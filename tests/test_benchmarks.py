@@ -364,6 +364,21 @@ def test_edge_head_inference_mode_and_scaling_exponents(capsys):
     assert eh.scaling([{"head": "mlp", "hits": 5, "ms_median": 1.0}])["mlp"]["time_exponent"] is None
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mimalloc: Linux")
+def test_edge_head_benchmark_restarts_itself_under_mimalloc(capsys):
+    from gnn_jepa.allocator import mimalloc_library
+    if mimalloc_library() is None:
+        pytest.skip("no cmeel-mimalloc")
+    # in-process (this pytest) it cannot restart, and says so instead of measuring glibc
+    with pytest.raises(SystemExit, match="runs under system"):
+        eh.main(["--allocator", "mimalloc", "--particles", "20"])
+    proc = _module("edge_head", "--allocator", "mimalloc", "--particles", "20", "--heads", "mlp",
+                   "--steps", "1", "--warmup", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["allocator"] == "mimalloc" and doc["rows"][0]["ms_median"] > 0
+
+
 @pytest.mark.slow
 def test_dataset_memory_benchmark_runs_its_children_as_modules(tmp_path):
     proc = _module("dataset_memory", "--sizes", "2,4", "--particles", "10", "--batch-size", "2",
