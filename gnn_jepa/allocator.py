@@ -10,8 +10,9 @@ resident. Fine-tuning on 30 events of 150 particles reached 2.8 GB of resident m
 few thousand steps reached 5.5-7.2 GB. glibc's own remedies cost more than they save: a fixed
 ``mmap`` threshold of 1-4 MiB doubles the CPU time of a step (every large tensor is mapped
 and zeroed afresh), and ``malloc_trim`` every 10 steps leaves the growth almost as it was.
-mimalloc (Microsoft's allocator, the ``cmeel-mimalloc`` wheel, a dependency on Linux) keeps
-the same fit at 1.4 GB for the same CPU time (``python -m benchmarks.allocator``).
+mimalloc (Microsoft's allocator, the ``cmeel-mimalloc`` wheel, a dependency on Linux x86_64)
+with purging off keeps 150 steps of that fit at 1.6 GB of peak RSS against 4.0 GB, for 21%
+less CPU time (``python -m benchmarks.allocator``).
 
 The allocator is chosen when a process starts (``LD_PRELOAD``). The ``gnn-jepa`` console
 script is :func:`main` here: before anything heavy is imported, :func:`run_under_mimalloc`
