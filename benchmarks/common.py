@@ -362,7 +362,7 @@ def use_allocator(name: str, module: str, restart: bool) -> str:
             raise SystemExit("--allocator mimalloc: cmeel-mimalloc is not installed")
         if restart:
             os.environ.pop(_allocator.ENV, None)
-            _allocator.run_under_mimalloc(module=module)
+            _allocator.run_under_mimalloc(["-m", module])
     used = _allocator.allocator_in_use()
     if used != name:
         raise SystemExit(f"--allocator {name}: this process runs under {used} (LD_PRELOAD?)")

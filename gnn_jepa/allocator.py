@@ -11,23 +11,26 @@ few thousand steps reached 5.5-7.2 GB. glibc's own remedies cost more than they 
 ``mmap`` threshold of 1-4 MiB doubles the CPU time of a step (every large tensor is mapped
 and zeroed afresh), and ``malloc_trim`` every 10 steps leaves the growth almost as it was.
 mimalloc (Microsoft's allocator, the ``cmeel-mimalloc`` wheel, a dependency on Linux x86_64)
-with purging off keeps 150 steps of that fit at 1.6 GB of peak RSS against 4.0 GB, for 21%
-less CPU time (``python -m benchmarks.allocator``).
+with purging off keeps 150 steps of that fit at 1.6 GiB of peak RSS against 3.9 GiB, for a
+fifth less CPU time in one side-by-side run (``python -m benchmarks.allocator``). On glibc
+older than 2.28 (CentOS 7) the wheel does not install and pip builds it from source.
 
 The allocator is chosen when a process starts (``LD_PRELOAD``). The ``gnn-jepa`` console
 script is :func:`main` here: before anything heavy is imported, :func:`run_under_mimalloc`
-starts the command again as ``python -m gnn_jepa.cli`` with mimalloc preloaded, when it is
-installed and not loaded yet (through ``exec``: the same process id, arguments and signals);
-otherwise the command runs in this process. ``python -m gnn_jepa.cli`` does the same after its
-imports. ``GNN_JEPA_ALLOCATOR=system`` keeps glibc's allocator. :func:`gnn_jepa.cli.main`
+starts the same script again, with the same interpreter options and arguments, with mimalloc
+preloaded, when it is installed and ``LD_PRELOAD`` is empty (a preload of the user's own, say
+jemalloc, is kept). It does so through ``exec``: the same process id, so a SIGTERM from SLURM
+reaches it. ``python -m gnn_jepa.cli`` does the same after its imports.
+``GNN_JEPA_ALLOCATOR=system`` keeps glibc's allocator. :func:`gnn_jepa.cli.main`
 called from Python (a notebook, the tests) never restarts the process: start Python with
 ``LD_PRELOAD=<path>`` for the same effect, the path from :func:`mimalloc_library`.
 Everything computed is the same with either allocator, bit for bit.
 """
 from __future__ import annotations
 
+import importlib
 import os
-import runpy
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -41,10 +44,6 @@ ENV = "GNN_JEPA_ALLOCATOR"
 #: freed memory back to the system. Its default, 10 ms, gives pages back between the steps
 #: that reuse them: a 1,000-particle fine-tuning step took 4.1 s instead of 2.5 s.
 PURGE_DELAY = "-1"
-#: Set in the restarted process, so that it never restarts again.
-_RESTARTED = "GNN_JEPA_ALLOCATOR_RESTARTED"
-
-
 def mimalloc_library() -> Optional[Path]:
     """The installed ``libmimalloc.so`` of the ``cmeel-mimalloc`` wheel, or ``None``."""
     try:
@@ -69,41 +68,58 @@ def allocator_in_use() -> str:
         return "system"
 
 
+def _choice(env: Mapping[str, str]) -> str:
+    """``GNN_JEPA_ALLOCATOR``: ``"mimalloc"`` (unset or empty) or ``"system"``.
+
+    Raises:
+        SystemExit: any other value, named.
+    """
+    value = env.get(ENV, "").strip().lower() or "mimalloc"
+    if value not in ("mimalloc", "system"):
+        raise SystemExit(f"{ENV}={env[ENV]!r}: expected 'mimalloc' (the default) or 'system'")
+    return value
+
+
 def _restart_env(env: Mapping[str, str], library: Path) -> Optional[dict]:
-    """The environment to restart with (mimalloc first in ``LD_PRELOAD``), or ``None`` when
-    no restart is due: opted out, already restarted, or already preloaded."""
-    if env.get(ENV, "").strip().lower() == "system" or env.get(_RESTARTED):
+    """The environment to restart with (``LD_PRELOAD`` = mimalloc, its purge delay), or
+    ``None`` when no restart is due: opted out (``system``), or ``LD_PRELOAD`` already set
+    (mimalloc after a restart, or the user's own allocator, which is kept), or a library path
+    that ``LD_PRELOAD`` cannot hold (a space or colon splits it; a warning says so)."""
+    if _choice(env) == "system" or env.get("LD_PRELOAD", "").strip():
         return None
-    preload = env.get("LD_PRELOAD", "")
-    if "libmimalloc" in preload:
+    if any(c in str(library) for c in " \t:"):
+        print(f"gnn-jepa: not using mimalloc: its path {str(library)!r} has a space or colon, "
+              "which LD_PRELOAD cannot hold", file=sys.stderr)
         return None
     new = dict(env)
-    new["LD_PRELOAD"] = f"{library} {preload}".strip()
-    new[_RESTARTED] = "1"
+    new["LD_PRELOAD"] = str(library)
     new.setdefault("MIMALLOC_PURGE_DELAY", PURGE_DELAY)
     return new
 
 
-def run_under_mimalloc(argv: Sequence[str] | None = None, module: str = "gnn_jepa.cli") -> None:
-    """Restart this program (``python -m <module>`` with ``argv``, default ``sys.argv[1:]``)
-    with mimalloc preloaded, when on Linux, installed and due (module doc); otherwise return
-    and let the caller go on."""
+def run_under_mimalloc(program: Sequence[str]) -> None:
+    """Restart this process as ``python <interpreter options> <program> <sys.argv[1:]>``
+    (``program``: ``[script]`` or ``["-m", module]``) with mimalloc preloaded, when on Linux,
+    installed and due (module doc); otherwise return and let the caller go on."""
     if not sys.platform.startswith("linux"):
         return
     library = mimalloc_library()
     if library is None:
+        _choice(os.environ)  # still refuse a misspelt choice
         return
     env = _restart_env(os.environ, library)
     if env is None:
         return
-    args = list(sys.argv[1:] if argv is None else argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", module, *args], env)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    flags = subprocess._args_from_interpreter_flags()  # -u, -X ..., -W ... as given
+    os.execve(sys.executable, [sys.executable, *flags, *program, *sys.argv[1:]], env)
 
 
 def main() -> None:
-    """The ``gnn-jepa`` console script: :func:`run_under_mimalloc`, else the command in this
-    process (:mod:`gnn_jepa.cli` run as ``__main__``, which this launcher does not import)."""
-    run_under_mimalloc()
-    runpy.run_module("gnn_jepa.cli", run_name="__main__", alter_sys=True)
+    """The ``gnn-jepa`` console script: :func:`run_under_mimalloc` (restarting this very
+    script), else the command in this process (:func:`gnn_jepa.cli.main`, imported only here,
+    after the restart, since this launcher sits below every other module)."""
+    run_under_mimalloc([sys.argv[0]])
+    importlib.import_module("gnn_jepa.cli").main()

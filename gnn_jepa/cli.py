@@ -270,5 +270,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    run_under_mimalloc()  # under mimalloc unless it is loaded (gnn_jepa.allocator)
+    run_under_mimalloc(["-m", "gnn_jepa.cli"])  # under mimalloc (gnn_jepa.allocator)
     main()

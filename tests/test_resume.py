@@ -38,7 +38,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# the console script (as users run it); ``python -m gnn_jepa.cli`` would load the module twice
+# the console script, as users run it
 GNN_JEPA = [os.path.join(os.path.dirname(sys.executable), "gnn-jepa")]
 STEPS, EVERY, BATCH, NUM_TRAIN = 14, 4, 2, 5
 KILL_AT, TERM_AT = 5, 8  # pause before these global steps
