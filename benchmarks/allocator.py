@@ -31,7 +31,6 @@ import torch
 from benchmarks import common
 
 DEFAULT_CONFIG = common.ROOT / "configs" / "finetune" / "trackml_small.yaml"
-ALLOCATORS = ("system", "mimalloc")
 
 
 def fit_command(config: str, work: Path, steps: int, events: int, seed: int, name: str) -> list[str]:
@@ -73,7 +72,7 @@ def summarize(fits: list[dict], steps: int) -> dict:
 def main(argv: Optional[list[str]] = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--allocators", default=",".join(ALLOCATORS))
+    p.add_argument("--allocators", default=",".join(common.ALLOCATORS))
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--events", type=int, default=30, help="labelled (training) events")
     p.add_argument("--rounds", type=int, default=1, help="alternations of the arms")
@@ -82,8 +81,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     arms = [a.strip() for a in args.allocators.split(",") if a.strip()]
-    if not arms or any(a not in ALLOCATORS for a in arms):
-        raise SystemExit(f"--allocators must list some of {ALLOCATORS}, got {args.allocators!r}")
+    if not arms or any(a not in common.ALLOCATORS for a in arms):
+        raise SystemExit(f"--allocators must list some of {common.ALLOCATORS}, got {args.allocators!r}")
     work = Path(args.work or tempfile.mkdtemp(prefix="allocator_"))
     work.mkdir(parents=True, exist_ok=True)
     common.log(f"allocator: building the event cache in {work}")

@@ -342,7 +342,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 #: ``--allocator`` values: the C library's malloc, or mimalloc as the ``gnn-jepa`` command uses.
-ALLOCATORS = ("system", "mimalloc")
+ALLOCATORS = _allocator.CHOICES
 
 
 def use_allocator(name: str, module: str, restart: bool) -> str:

@@ -36,14 +36,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-__all__ = ["ENV", "allocator_in_use", "main", "mimalloc_library", "run_under_mimalloc"]
+__all__ = ["CHOICES", "ENV", "allocator_in_use", "main", "mimalloc_library", "run_under_mimalloc"]
 
-#: ``system`` keeps the C library's allocator; anything else (or unset): mimalloc where installed.
+#: The environment variable that chooses: ``mimalloc`` (unset or empty: the default, where
+#: installed) or ``system`` (the C library's allocator); any other value is an error.
 ENV = "GNN_JEPA_ALLOCATOR"
+#: Its values.
+CHOICES = ("system", "mimalloc")
 #: mimalloc's ``MIMALLOC_PURGE_DELAY`` (ms) unless the environment sets one: -1 never hands
 #: freed memory back to the system. Its default, 10 ms, gives pages back between the steps
 #: that reuse them: a 1,000-particle fine-tuning step took 4.1 s instead of 2.5 s.
 PURGE_DELAY = "-1"
+
+
 def mimalloc_library() -> Optional[Path]:
     """The installed ``libmimalloc.so`` of the ``cmeel-mimalloc`` wheel, or ``None``."""
     try:
@@ -75,7 +80,7 @@ def _choice(env: Mapping[str, str]) -> str:
         SystemExit: any other value, named.
     """
     value = env.get(ENV, "").strip().lower() or "mimalloc"
-    if value not in ("mimalloc", "system"):
+    if value not in CHOICES:
         raise SystemExit(f"{ENV}={env[ENV]!r}: expected 'mimalloc' (the default) or 'system'")
     return value
 
