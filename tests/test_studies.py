@@ -297,6 +297,28 @@ def test_label_curve_resumes_only_an_interrupted_fit(tmp_path):
     assert interrupted_fit(work) is None
 
 
+def test_label_curve_statistics(tmp_path):
+    """The curve lists each cell's scores in seed order and its mean, min and max of the
+    TrackML score, DM efficiency and fake rate (worked out by hand)."""
+    from studies.label_curve.run import curve
+
+    runs = [("scratch", 3, 1, 0.90, 0.98, 0.02), ("scratch", 3, 0, 0.80, 1.00, 0.04),
+            ("scratch", 10, 0, 0.95, 0.99, 0.01), ("jepa", 3, 0, 0.93, 0.97, 0.03)]
+    for arm, labels, seed, score, dm, fake in runs:
+        (tmp_path / f"{arm}_L{labels}_s{seed}.json").write_text(json.dumps(
+            {"arm": arm, "labelled_events": labels, "seed": seed, "trackml_score": score,
+             "dm_efficiency": dm, "fake_rate": fake, "best_step": 100 * (seed + 1), "num_events": 20}))
+    doc = curve(tmp_path)
+    assert doc["scratch"] == {"3": [0.80, 0.90], "10": [0.95]} and doc["jepa"] == {"3": [0.93]}
+    cell = doc["stats"]["scratch"]["3"]
+    assert cell["seeds"] == [0, 1] and cell["best_step"] == [100, 200] and cell["test_events"] == [20]
+    assert (cell["mean"], cell["min"], cell["max"]) == (pytest.approx(0.85), 0.80, 0.90)
+    assert (cell["dm_efficiency"], cell["dm_efficiency_min"], cell["dm_efficiency_max"]) == \
+        (pytest.approx(0.99), 0.98, 1.00)
+    assert (cell["fake_rate"], cell["fake_rate_min"], cell["fake_rate_max"]) == \
+        (pytest.approx(0.03), 0.02, 0.04)
+
+
 @pytest.mark.slow
 def test_event_mixing_study(tmp_path):
     """The event-mixing screen: overlays, the pretext training, the zero-shot screen on single

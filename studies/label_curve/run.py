@@ -123,8 +123,9 @@ def curve(results: Path) -> dict:
             stats[arm][str(labels)] = {
                 "seeds": sorted(seeds), "mean": statistics.fmean(scores), "min": min(scores),
                 "max": max(scores),
-                **{k: statistics.fmean(seeds[s][k] for s in seeds)
-                   for k in ("dm_efficiency", "fake_rate")},
+                **{f"{k}{suffix}": agg(seeds[s][k] for s in seeds)
+                   for k in ("dm_efficiency", "fake_rate")
+                   for suffix, agg in (("", statistics.fmean), ("_min", min), ("_max", max))},
                 "best_step": [seeds[s]["best_step"] for s in sorted(seeds)],
                 "test_events": sorted({seeds[s]["num_events"] for s in seeds})}
     doc["stats"] = stats
