@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -186,6 +187,19 @@ def as_batch(data):
 
 
 # --------------------------------------------------------------------------- measuring
+def fit_exponent(x: Iterable[Optional[float]], y: Iterable[Optional[float]]) -> Optional[float]:
+    """Least-squares slope ``a`` of log y on log x (``y ~ x^a``), rounded to 3 decimals;
+    points with a missing or non-positive value are left out, and ``None`` is returned with
+    fewer than two points at distinct x."""
+    pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
+    if len(pts) < 2 or len({a for a, _ in pts}) < 2:
+        return None
+    lx, ly = [math.log(a) for a, _ in pts], [math.log(b) for _, b in pts]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    return round(sum((a - mx) * (b - my) for a, b in zip(lx, ly))
+                 / sum((a - mx) ** 2 for a in lx), 3)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

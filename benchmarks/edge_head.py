@@ -18,8 +18,9 @@ with the config's simulator and graph, one per ``--particles`` count. Rows carry
 ``--mode inference`` times full-event inference instead (eval mode, no autograd: encoder, edge
 scores and track building, :meth:`TrackFinding.reconstruct`). ``--autocast bf16`` runs the forward under
 ``torch.autocast`` in bfloat16 (what ``trainer.precision: bf16-mixed`` does). With two or more ``--particles``
-values, ``scaling`` gives per head the exponents of a least-squares fit of log(median step time)
-and log(step memory, ``step_mib``) against log(hits): 1 is linear.
+values, ``scaling`` gives per head the least-squares exponents of the median step time against
+hits and against edges, of the step and peak memory against hits, and of the edges against
+hits (:func:`scaling`): 1 is linear.
     python -m benchmarks.edge_head --device cuda --config configs/finetune/trackml_gpu.yaml \\
         --particles 1000,10000
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import Optional
 
 import torch
@@ -72,26 +72,24 @@ def bench_head(batch, model_args: dict, head: str, device: torch.device, *, warm
             "loss_first": round(losses[0], 5), "loss_last": round(losses[-1], 5)}
 
 
-def _slope(x: list[float], y: list[float]) -> float:
-    """Least-squares slope of log(y) against log(x)."""
-    lx, ly = [math.log(v) for v in x], [math.log(v) for v in y]
-    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
-
-
 def scaling(rows: list[dict]) -> dict:
-    """Per head: exponents of time and step memory against hits (None with < 2 sizes)."""
+    """Per head, least-squares exponents (:func:`common.fit_exponent`; None with < 2 sizes) of
+    the median step time against hits and against edges, of the step memory (``step_mib``)
+    and the peak memory (``peak_mib``) against hits, and of the edges against hits (how the
+    graph itself grows)."""
     out = {}
     for head in dict.fromkeys(r["head"] for r in rows):
         rs = [r for r in rows if r["head"] == head]
-        hits = [r["hits"] for r in rs]
-        entry = {"hits": hits, "time_exponent": None, "memory_exponent": None}
-        if len(set(hits)) >= 2:
-            entry["time_exponent"] = round(_slope(hits, [r["ms_median"] for r in rs]), 3)
-            mem = [r.get("step_mib") for r in rs]
-            if all(m is not None and m > 0 for m in mem):
-                entry["memory_exponent"] = round(_slope(hits, mem), 3)
-        out[head] = entry
+        hits, edges = [r["hits"] for r in rs], [r["edges"] for r in rs]
+        mem = [r.get("step_mib") for r in rs]
+        out[head] = {
+            "hits": hits, "edges": edges,
+            "time_exponent": common.fit_exponent(hits, [r["ms_median"] for r in rs]),
+            "time_exponent_vs_edges": common.fit_exponent(edges, [r["ms_median"] for r in rs]),
+            # a size with no step memory measured leaves the exponent undefined
+            "memory_exponent": common.fit_exponent(hits, mem) if all(m for m in mem) else None,
+            "peak_memory_exponent": common.fit_exponent(hits, [r.get("peak_mib") for r in rs]),
+            "edges_exponent": common.fit_exponent(hits, edges)}
     return out
 
 

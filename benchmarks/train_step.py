@@ -47,12 +47,11 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from benchmarks.common import (DEFAULT_PRETRAIN_CONFIG, MODES, PHASES, REFERENCE_MAX_NEIGHBORS,
                                as_batch, bench_graph, count_host_syncs, dynamo_graph_count,
-                               environment, error_row, free_device, graph_label,
+                               environment, error_row, fit_exponent, free_device, graph_label,
                                hits_per_particle, jepa_step, load_config, log, make_graph,
                                make_jepa, mode_flags, ms_summary, override_encoder, parse_caps,
                                parse_modes, parse_sizes, resolve_device, simulate_data, sync,
@@ -62,15 +61,6 @@ DEFAULT_SIZES = {"cpu": "1000,2000,5000,10000,20000", "cuda": "1000,10000,20000,
 
 
 # --------------------------------------------------------------------------- scaling
-def fit_exponent(x: list[float], y: list[float]) -> Optional[float]:
-    """Least-squares slope of log y on log x (y ~ x^a); None with < 2 usable points."""
-    pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
-    if len(pts) < 2 or len({a for a, _ in pts}) < 2:
-        return None
-    lx, ly = np.log([a for a, _ in pts]), np.log([b for _, b in pts])
-    return round(float(np.polyfit(lx, ly, 1)[0]), 3)
-
-
 def scaling(rows: list[dict], fit_from: int, time_key: str = "ms_median",
             memory_key: str = "step_mib") -> dict:
     """Exponents of time and memory vs hits and edges, per ``mode/graph``, over the rows with

@@ -446,7 +446,7 @@ def load(path: str | Path = DEFAULT_HEADLINE) -> dict:
 # ---------------------------------------------------------------------------- formatting
 def _num(x: float, unit: str | None) -> str:
     """One number in its display form: fractions 3 decimals, ms 1 decimal, MiB as GiB, hits/s in
-    millions."""
+    millions, a scaling exponent (unit ``power of hits``) as ``~ hits^a``."""
     if unit is None:
         return f"{x:.3f}"
     if unit == "ms":
@@ -457,6 +457,8 @@ def _num(x: float, unit: str | None) -> str:
         return f"{x:.1f}x" if x != int(x) or x > 100 else f"{x:g}x"
     if unit == "hits/s":
         return f"{x / 1e6:.2f} M hits/s"
+    if unit == "power of hits":  # a fitted scaling exponent
+        return f"~ hits^{x:.2f}"
     return f"{x:g} {unit}"
 
 

@@ -63,12 +63,12 @@ def test_benchmarks_run_as_modules_without_path_hacks():
 # ---------------------------------------------------------------------------- helpers
 def test_fit_exponent_recovers_power_laws():
     x = [1e3, 1e4, 5e4, 1e5]
-    assert ts.fit_exponent(x, [3 * v**1.5 for v in x]) == pytest.approx(1.5, abs=1e-3)
-    assert ts.fit_exponent(x, [0.2 * v for v in x]) == pytest.approx(1.0, abs=1e-3)
-    assert ts.fit_exponent([1e4], [5.0]) is None  # one point: no slope
-    assert ts.fit_exponent([1e4, 1e4], [5.0, 6.0]) is None  # one distinct x
+    assert common.fit_exponent(x, [3 * v**1.5 for v in x]) == pytest.approx(1.5, abs=1e-3)
+    assert common.fit_exponent(x, [0.2 * v for v in x]) == pytest.approx(1.0, abs=1e-3)
+    assert common.fit_exponent([1e4], [5.0]) is None  # one point: no slope
+    assert common.fit_exponent([1e4, 1e4], [5.0, 6.0]) is None  # one distinct x
     # missing or non-positive values are skipped, not fitted as log(0)
-    assert ts.fit_exponent([1e3, 1e4, 1e5], [None, 2.0, 20.0]) == pytest.approx(1.0, abs=1e-3)
+    assert common.fit_exponent([1e3, 1e4, 1e5], [None, 2.0, 20.0]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_scaling_fits_only_sizes_from_fit_from():
@@ -359,9 +359,17 @@ def test_edge_head_inference_mode_and_scaling_exponents(capsys):
     import math
     want = math.log(large["ms_median"] / small["ms_median"]) / math.log(large["hits"] / small["hits"])
     assert fit["time_exponent"] == pytest.approx(want, abs=1e-3)
-    # the exponent of y = c x^k fitted back exactly
-    assert eh._slope([10, 100, 1000], [3 * v ** 1.5 for v in (10, 100, 1000)]) == pytest.approx(1.5)
-    assert eh.scaling([{"head": "mlp", "hits": 5, "ms_median": 1.0}])["mlp"]["time_exponent"] is None
+    want_edges = math.log(large["ms_median"] / small["ms_median"]) / math.log(large["edges"] / small["edges"])
+    assert fit["time_exponent_vs_edges"] == pytest.approx(want_edges, abs=1e-3)
+    # exponents of y = c x^k fitted back exactly, per quantity
+    rows = [{"head": "mlp", "hits": h, "edges": 4 * h ** 1.5, "ms_median": 2 * h ** 1.2,
+             "step_mib": 0.5 * h, "peak_mib": 100 * h ** 0.5} for h in (10, 100, 1000)]
+    assert eh.scaling(rows)["mlp"] == {
+        "hits": [10, 100, 1000], "edges": [r["edges"] for r in rows], "time_exponent": 1.2,
+        "time_exponent_vs_edges": 0.8, "memory_exponent": 1.0, "peak_memory_exponent": 0.5,
+        "edges_exponent": 1.5}
+    one = eh.scaling([{"head": "mlp", "hits": 5, "edges": 9, "ms_median": 1.0}])["mlp"]
+    assert one["time_exponent"] is None and one["edges_exponent"] is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mimalloc: Linux")

@@ -189,6 +189,7 @@ def test_render_speed_rows():
             "| (c) unmeasured: no GPU lent |") in md
     assert "(a) `python sim.py`" in md
     assert "(b) `python run.py --x 1`, run by `bash suite.sh`" in md
+    assert headline._num(1.7634, "power of hits") == "~ hits^1.76"
 
 
 def test_render_needs_every_section():
