@@ -121,7 +121,8 @@ def curve(results: Path) -> dict:
             scores = [seeds[s]["trackml_score"] for s in sorted(seeds)]
             doc[arm][str(labels)] = scores
             stats[arm][str(labels)] = {
-                "seeds": sorted(seeds), "mean": statistics.fmean(scores), "min": min(scores),
+                "seeds": sorted(seeds), "runs": len(seeds), "mean": statistics.fmean(scores),
+                "min": min(scores),
                 "max": max(scores),
                 **{f"{k}{suffix}": agg(seeds[s][k] for s in seeds)
                    for k in ("dm_efficiency", "fake_rate")
