@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole GPU benchmark set in one run (H100, 16 CPU cores: about 5-6 minutes, hard
-# budget SUITE_BUDGET_S=450 s so it ends well under 8 minutes whatever happens).
+# The whole GPU benchmark set in one run (H100, 16 CPU cores: about 6-7 minutes, hard
+# budget SUITE_BUDGET_S=500 s so it ends well under the device tool's 10 minutes a command).
 #
 #   bash benchmarks/gpu_suite.sh                 # from anywhere; OUT defaults to ./gpu_out
 #   OUT=/some/dir bash benchmarks/gpu_suite.sh
@@ -15,21 +15,24 @@
 #   1. inference.py   10k/50k/100k hits, fp32, bf16, bf16+compile, on two graphs: the
 #                     configs' (~40 edges per hit) and k6 (~7, the DESIGN's reference degree);
 #   2. train_step.py  the same sizes, modes and graphs (compile time apart);
-#   3. dataloader.py  50k hits, configs' graph: pre-loaded vs cached vs on-the-fly,
+#   3. edge_head.py   the shipped track-finding model (configs/finetune/trackml_1k.yaml:
+#                     learned graph + filters, segment-pair head) at 1,000 and 10,000
+#                     particles (~9k and ~94k hits): full-event inference (encoder, edge
+#                     scores, tracks) and one fine-tuning step, fp32, with their scaling;
+#   4. dataloader.py  50k hits, configs' graph: pre-loaded vs cached vs on-the-fly,
 #                     num_workers 0/4/8;
-#   4. radius_graph.py (existing; its CUDA part runs when a GPU is present), 10k and 100k
-#      hits, one process each;
-#   5. summary: one compact JSON (also $OUT/summary.json) on stdout.
-# Files in $OUT (7, within the device tool's limit of 8): inference.json, train_step.json,
-# dataloader.json, radius_graph_small.json, radius_graph_large.json, summary.json and
-# suite.log (all stderr and each step's status).
+#   5. radius_graph.py (existing; its CUDA part runs when a GPU is present), 100k hits;
+#   6. summary: one compact JSON (also $OUT/summary.json) on stdout.
+# Files in $OUT (8, the device tool's limit): inference.json, train_step.json,
+# track_finding_inference.json, track_finding_train.json, dataloader.json,
+# radius_graph_large.json, summary.json and suite.log (all stderr and each step's status).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 OUT="${OUT:-./gpu_out}"
 PY="${PYTHON:-python3}"
 SMOKE="${GPU_SUITE_SMOKE:-0}"
-BUDGET="${SUITE_BUDGET_S:-450}"
+BUDGET="${SUITE_BUDGET_S:-500}"
 mkdir -p "$OUT"
 LOG="$OUT/suite.log"
 : >"$LOG"
@@ -78,24 +81,26 @@ if [[ "$SMOKE" == "1" ]]; then
   TS_ARGS=(--warmup 1 --steps 2 --fit-from 300 --d-embedding 8); INF_ARGS=(--warmup 1 --repeat 2)
   GRAPHS=0,6
   DL_ARGS=(--hits 300 --workers 0,1 --events 2 --warmup 1 --steps 2 --d-model 16 --n-layers 1 --threads 1)
-  RG_SMALL=20; RG_LARGE=40
+  RG_LARGE=40; TF_ARGS=(--particles 20,40 --warmup 0 --steps 1)
 else
   DEV=cuda; SIZES=10000,50000,100000; MODES=fp32,bf16,bf16+compile; SMALL=(); GRAPHS=0,6
   TS_ARGS=(--warmup 3 --steps 10); INF_ARGS=(--warmup 3 --repeat 20)
-  DL_ARGS=(--hits 50000 --workers 0,4,8 --events 3 --warmup 2 --steps 6); RG_SMALL=1000; RG_LARGE=10000
+  DL_ARGS=(--hits 50000 --workers 0,4,8 --events 3 --warmup 2 --steps 6); RG_LARGE=10000
+  TF_ARGS=(--particles 1000,10000 --warmup 1 --steps 3)
 fi
+TF=(--config configs/finetune/trackml_1k.yaml --heads segment_pairs --device "$DEV" "${TF_ARGS[@]}")
 
 # ---------------------------------------------------------------- 1-4. benchmarks
 run_step inference 110 - "$PY" -m benchmarks.inference --device "$DEV" --hits "$SIZES" \
   --max-neighbors "$GRAPHS" --modes "$MODES" "${INF_ARGS[@]}" ${SMALL[@]+"${SMALL[@]}"} --out "$OUT/inference.json"
 run_step train_step 150 - "$PY" -m benchmarks.train_step --device "$DEV" --hits "$SIZES" \
   --max-neighbors "$GRAPHS" --modes "$MODES" "${TS_ARGS[@]}" ${SMALL[@]+"${SMALL[@]}"} --out "$OUT/train_step.json"
+run_step track_finding_inference 50 - "$PY" -m benchmarks.edge_head "${TF[@]}" --mode inference \
+  --out "$OUT/track_finding_inference.json"
+run_step track_finding_train 60 - "$PY" -m benchmarks.edge_head "${TF[@]}" --mode train \
+  --out "$OUT/track_finding_train.json"
 run_step dataloader 50 - "$PY" -m benchmarks.dataloader --device "$DEV" "${DL_ARGS[@]}" \
   --out "$OUT/dataloader.json"
-# one process per size: its JSON only comes at the end, so a timeout at 100k hits
-# cannot cost the 10k result
-run_step radius_graph_small 45 "$OUT/radius_graph_small.json" "$PY" -m benchmarks.radius_graph \
-  --sizes "$RG_SMALL" --repeat 3
 run_step radius_graph_large 90 "$OUT/radius_graph_large.json" "$PY" -m benchmarks.radius_graph \
   --sizes "$RG_LARGE" --repeat 3
 
@@ -137,8 +142,14 @@ summary["dataloader"] = [
                            "compute_ms_median", "data_fraction", "slowdown_vs_preloaded",
                            "cache_build_s", "error")}
     for r in dl.get("rows", [])] or dl
-rg = {"cases": load("radius_graph_small").get("cases", [])
-      + load("radius_graph_large").get("cases", [])}
+tf = {mode: load(f"track_finding_{mode}") for mode in ("inference", "train")}
+summary["track_finding"] = [
+    {"mode": mode} | {k: r.get(k) for k in ("particles", "hits", "edges", "ms_median", "peak_mib",
+                                            "step_mib", "memory_kind", "error")}
+    for mode, doc in tf.items() for r in doc.get("rows", [])] or tf
+summary["track_finding_scaling"] = {mode: (doc.get("scaling") or {}).get("segment_pairs")
+                                    for mode, doc in tf.items()}
+rg = {"cases": load("radius_graph_large").get("cases", [])}
 summary["radius_graph"] = [
     {k: c.get(k) for k in ("particles", "frame", "num_points", "num_pairs")} | {
         "ckdtree_ms": (c.get("scipy_ckdtree_query_pairs") or {}).get("median_ms"),

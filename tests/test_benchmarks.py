@@ -293,11 +293,14 @@ def test_gpu_suite_smoke_run_on_cpu(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["dataloader.json", "inference.json", "radius_graph_large.json",
-                     "radius_graph_small.json", "suite.log", "summary.json",
-                     "train_step.json"]  # <= 8: what the device tool brings back
-    for key in ("inference", "train_step", "dataloader", "radius_graph"):
+                     "suite.log", "summary.json", "track_finding_inference.json",
+                     "track_finding_train.json", "train_step.json"]  # <= 8: what the device tool brings back
+    for key in ("inference", "train_step", "track_finding", "dataloader", "radius_graph"):
         assert isinstance(summary[key], list) and summary[key], (key, summary[key])
         assert all(not r.get("error") for r in summary[key]), summary[key]
+    assert {r["mode"] for r in summary["track_finding"]} == {"inference", "train"}
+    assert [r["particles"] for r in summary["track_finding"]] == [20, 40, 20, 40]
+    assert summary["track_finding_scaling"]["train"]["time_exponent"] is not None
     assert "TIMED OUT" not in (tmp_path / "suite.log").read_text()
 
 
