@@ -339,3 +339,22 @@ def test_event_mixing_study(tmp_path):
     model_args = yaml.safe_load(cfg.read_text())["model"]["init_args"]
     tf = TrackFinding(**{**model_args, "mode": "finetune", "pretrained": str(tmp_path / "mix" / "step2.ckpt")})
     assert tf.pretrained_head == "whole"
+
+
+@pytest.mark.parametrize("path", sorted((STUDIES / "event_mixing" / "checkpoints").glob("*.ckpt")),
+                         ids=lambda p: p.name)
+def test_committed_pretraining_states_load_into_the_shipped_tracker(path):
+    """The stripped final pretraining states fine-tune as the label curve does: the shipped
+    fine-tuning config takes encoder and whole edge head from them, weights unchanged."""
+    from gnn_jepa.models import TrackFinding
+
+    cfg = yaml.safe_load((ROOT / "configs/finetune/trackml_small.yaml").read_text())
+    model = TrackFinding(**{**cfg["model"]["init_args"], "pretrained": str(path)})
+    assert model.pretrained_head == "whole"
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    for prefix, module in (("target_encoder.", model.encoder), ("target_head.", model.head)):
+        own = module.state_dict()
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        assert part.keys() == own.keys()
+        assert all(torch.equal(own[k], v) for k, v in part.items())
+
