@@ -24,7 +24,9 @@ hits (:func:`scaling`): 1 is linear.
     python -m benchmarks.edge_head --device cuda --config configs/finetune/trackml_gpu.yaml \\
         --particles 1000,10000
 
-Prints one JSON document.
+Prints one JSON document. A size or head that fails (out of memory on a large event, say) becomes
+a row with ``error`` and the others go on; ``--out`` is rewritten after every row, so a run cut
+short by a time limit keeps the rows it finished.
 """
 from __future__ import annotations
 
@@ -76,10 +78,11 @@ def scaling(rows: list[dict]) -> dict:
     """Per head, least-squares exponents (:func:`common.fit_exponent`; None with < 2 sizes) of
     the median step time against hits and against edges, of the step memory (``step_mib``)
     and the peak memory (``peak_mib``) against hits, and of the edges against hits (how the
-    graph itself grows)."""
+    graph itself grows). Rows with an ``error`` are left out."""
     out = {}
-    for head in dict.fromkeys(r["head"] for r in rows):
-        rs = [r for r in rows if r["head"] == head]
+    ok = [r for r in rows if "error" not in r]  # failed sizes are left out of the fit
+    for head in dict.fromkeys(r["head"] for r in ok):
+        rs = [r for r in ok if r["head"] == head]
         hits, edges = [r["hits"] for r in rs], [r["edges"] for r in rs]
         mem = [r.get("step_mib") for r in rs]
         out[head] = {
@@ -87,7 +90,8 @@ def scaling(rows: list[dict]) -> dict:
             "time_exponent": common.fit_exponent(hits, [r["ms_median"] for r in rs]),
             "time_exponent_vs_edges": common.fit_exponent(edges, [r["ms_median"] for r in rs]),
             # a size with no step memory measured leaves the exponent undefined
-            "memory_exponent": common.fit_exponent(hits, mem) if all(m for m in mem) else None,
+            "memory_exponent": (common.fit_exponent(hits, mem)
+                                if all(m is not None and m > 0 for m in mem) else None),
             "peak_memory_exponent": common.fit_exponent(hits, [r.get("peak_mib") for r in rs]),
             "edges_exponent": common.fit_exponent(hits, edges)}
     return out
@@ -118,28 +122,42 @@ def main(argv: Optional[list[str]] = None) -> dict:
         raise SystemExit(f"--heads must list some of {HEADS}, got {args.heads!r}")
     device = common.resolve_device(args.device)
     cfg = common.load_config(args.config)
-    rows = []
-    for particles in [int(x) for x in args.particles.split(",") if x.strip()]:
-        data = common.make_graph(common.simulate_data(cfg["simulator"], particles, args.seed),
-                                 cfg["graph"], device)
-        batch = common.as_batch(data)
-        size = {"particles": particles, "hits": int(batch.num_nodes),
-                "edges": int(batch.edge_index.shape[1])}
-        ref = None
-        for head in heads:
-            common.log(f"edge_head: {particles} particles, head {head}")
-            row = {**size, "head": head,
-                   **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
-                                steps=args.steps, clip=cfg["gradient_clip_val"], mode=args.mode,
-                                autocast=args.autocast)}
-            if head == "mlp":
-                ref = row["ms_median"]
-            row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
-            rows.append(row)
+    rows: list[dict] = []
     doc = {"benchmark": "edge_head", "mode": args.mode, "autocast": args.autocast, "config": cfg["path"],
            "env": common.environment(device), "allocator": args.allocator, "warmup": args.warmup, "steps": args.steps,
-           "rows": rows, "scaling": scaling(rows)}
-    common.write_doc(doc, args.out)
+           "rows": rows, "scaling": {}}
+    for particles in [int(x) for x in args.particles.split(",") if x.strip()]:
+        ref = None
+        try:
+            data = common.make_graph(common.simulate_data(cfg["simulator"], particles, args.seed),
+                                     cfg["graph"], device)
+            batch = common.as_batch(data)
+            size = {"particles": particles, "hits": int(batch.num_nodes),
+                    "edges": int(batch.edge_index.shape[1])}
+        except Exception as exc:  # e.g. out of memory building a large graph: keep the other sizes
+            rows.append({"particles": particles, **common.error_row(exc)})
+            common.free_device(device)
+            common.write_doc(doc, args.out)
+            continue
+        for head in heads:
+            common.log(f"edge_head: {particles} particles, head {head}")
+            try:
+                row = {**size, "head": head,
+                       **bench_head(batch, cfg["model"], head, device, warmup=args.warmup,
+                                    steps=args.steps, clip=cfg["gradient_clip_val"], mode=args.mode,
+                                    autocast=args.autocast)}
+            except Exception as exc:
+                row = {**size, "head": head, **common.error_row(exc)}
+                common.free_device(device)
+            else:
+                if head == "mlp":
+                    ref = row["ms_median"]
+                row["ratio_vs_mlp"] = round(row["ms_median"] / ref, 3) if ref else None
+            rows.append(row)
+            # after every row, so that a step cut short by a time limit keeps what it finished
+            doc["scaling"] = scaling(rows)
+            common.write_doc(doc, args.out)
+        del batch, data
     print(json.dumps(doc, indent=1))
     return doc
 

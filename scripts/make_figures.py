@@ -64,8 +64,15 @@ __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
 
 # ---------------------------------------------------------------------------- label curve
 def _small_ceiling(headline: dict) -> float | None:
-    """The ceiling of the first small-config tracking entry (name ``small...``) that has one."""
-    for name, e in headline.get("tracking", {}).items():
+    """The ceiling on the curve's own test events: that of a tracking entry read from a label
+    curve's source file (the same runs), else of the first small-config tracking entry (name
+    ``small...``) that has one."""
+    tracking = headline.get("tracking", {})
+    sources = {m.get("source") for m in headline.get("label_curve", {}).get("meta", {}).values()}
+    for e in tracking.values():
+        if e.get("source") in sources and e.get("ceiling") is not None:
+            return e["ceiling"]
+    for name, e in tracking.items():
         if name.startswith("small") and e.get("ceiling") is not None:
             return e["ceiling"]
     return None

@@ -375,6 +375,31 @@ def test_edge_head_inference_mode_and_scaling_exponents(capsys):
     assert one["time_exponent"] is None and one["edges_exponent"] is None
 
 
+def test_edge_head_keeps_the_sizes_that_ran_when_one_fails(tmp_path, monkeypatch, capsys):
+    """A failing size becomes an error row, the others are kept and fitted, and --out holds
+    every finished row (it is rewritten after each)."""
+    real = eh.bench_head
+    written = []
+
+    def flaky(batch, *args, **kwargs):
+        if batch.num_nodes > 400:
+            raise RuntimeError("out of memory (made up)")
+        return real(batch, *args, **kwargs)
+
+    monkeypatch.setattr(eh, "bench_head", flaky)
+    monkeypatch.setattr(eh.common, "write_doc", lambda doc, out: written.append(
+        [dict(r) for r in doc["rows"]]))
+    doc = eh.main(["--particles", "10,20,60", "--heads", "mlp", "--steps", "1", "--warmup", "0",
+                   "--out", str(tmp_path / "o.json")])
+    capsys.readouterr()
+    ok = [r for r in doc["rows"] if "error" not in r]
+    bad = [r for r in doc["rows"] if "error" in r]
+    assert [r["particles"] for r in ok] == [10, 20] and [r["particles"] for r in bad] == [60]
+    assert bad[0]["error"] == "RuntimeError: out of memory (made up)" and bad[0]["hits"] > 400
+    assert doc["scaling"]["mlp"]["hits"] == [r["hits"] for r in ok]
+    assert [len(rows) for rows in written] == [1, 2, 3]  # one write per row
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mimalloc: Linux")
 def test_edge_head_benchmark_restarts_itself_under_mimalloc(capsys):
     from gnn_jepa.allocator import allocator_in_use, mimalloc_library

@@ -533,6 +533,16 @@ def test_label_curve_figure():
     assert 0.967 < hi <= 1.0
 
 
+def test_label_curve_figure_ceiling_is_that_of_the_curve_test_events():
+    """A tracking row read from the curve's own source gives the ceiling line; without one,
+    the first small-config row does."""
+    h = copy.deepcopy(SMALL)
+    assert figures._small_ceiling(h) == 0.96733
+    src = h["label_curve"]["meta"]["scratch"]["source"]
+    h["tracking"]["small_curve"] = {**h["tracking"]["small_a"], "source": src, "ceiling": 0.965}
+    assert figures._small_ceiling(h) == 0.965
+
+
 def test_label_curve_figure_prefers_the_short_legend():
     import copy
     headline = copy.deepcopy(SMALL)
