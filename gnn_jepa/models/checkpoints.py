@@ -11,7 +11,9 @@
 * :func:`check_checkpoint_fits`: a ``--ckpt_path`` that cannot load into the model, or holds
   NaN/inf weights, is an error naming the file and the settings that differ;
   :func:`read_checkpoint` reads one, naming a file that is no checkpoint.
-* :func:`find_last_checkpoint`: what ``--ckpt_path last`` resumes from, across logger versions.
+* :func:`find_last_checkpoint`: what ``--ckpt_path last`` resumes from, across logger versions;
+  :func:`best_checkpoint` / :func:`final_checkpoint`: the best and the final checkpoint of the
+  newest run in a folder.
 * :class:`SigtermCheckpoint`: a resumable ``last.ckpt`` when a fit is stopped by SIGTERM;
   :class:`LastCheckpoint`: one after every validation, next to a ModelCheckpoint that keeps
   only the best.
@@ -238,6 +240,15 @@ def find_last_checkpoint(trainer: "pl.Trainer") -> Optional[str]:
     return max(found, key=os.path.getmtime) if found else None
 
 
+def _newest_run(root: str | Path) -> Path:
+    """The ``checkpoints`` folder of the newest training run under ``root``: the most recently
+    modified ``<root>/<name>/version_<n>/checkpoints`` folder (a logger's save_dir)."""
+    runs = sorted(Path(root).glob("*/version_*/checkpoints"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no training run (*/version_*/checkpoints) under {root}")
+    return runs[-1]
+
+
 def best_checkpoint(root: str | Path) -> Path:
     """The checkpoint that the newest training run under ``root`` kept for its monitored
     metric (a ModelCheckpoint with ``save_top_k: 1``, as the shipped configs have).
@@ -251,17 +262,30 @@ def best_checkpoint(root: str | Path) -> Path:
             (no validation ran).
         RuntimeError: the newest run kept several (``save_top_k`` above 1).
     """
-    runs = sorted(Path(root).glob("*/version_*/checkpoints"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no training run (*/version_*/checkpoints) under {root}")
-    found = [p for p in runs[-1].glob("*.ckpt") if not re.fullmatch(r"last(-v?\d+)?\.ckpt", p.name)]
+    run = _newest_run(root)
+    found = [p for p in run.glob("*.ckpt") if not re.fullmatch(r"last(-v?\d+)?\.ckpt", p.name)]
     if not found:
-        raise FileNotFoundError(f"{runs[-1]}: the run kept no best checkpoint besides last.ckpt "
+        raise FileNotFoundError(f"{run}: the run kept no best checkpoint besides last.ckpt "
                                 "(did any validation run?)")
     if len(found) > 1:
-        raise RuntimeError(f"{runs[-1]}: expected one best checkpoint besides last.ckpt, found "
+        raise RuntimeError(f"{run}: expected one best checkpoint besides last.ckpt, found "
                            f"{sorted(p.name for p in found)}")
     return found[0]
+
+
+def final_checkpoint(root: str | Path) -> Path:
+    """The ``last.ckpt`` of the newest training run under ``root`` (as :func:`best_checkpoint`
+    finds it): with :class:`LastCheckpoint`, the state at the run's last validation, which
+    for a pretraining that ran to ``max_steps`` is its final state, what fine-tuning starts
+    from (docs/studies/event-mixing.md: the pretext's own validation AUC selects badly).
+
+    Raises:
+        FileNotFoundError: no run under ``root``, or its newest run wrote no ``last.ckpt``.
+    """
+    run = _newest_run(root)
+    if not (run / "last.ckpt").is_file():
+        raise FileNotFoundError(f"{run}: the run wrote no last.ckpt (did any validation run?)")
+    return run / "last.ckpt"
 
 
 def checkpoint_step(path: str | Path) -> int:

@@ -11,7 +11,7 @@ import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
-from gnn_jepa.models.checkpoints import best_checkpoint, checkpoint_step
+from gnn_jepa.models.checkpoints import best_checkpoint, checkpoint_step, final_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,22 @@ def test_best_checkpoint_is_the_newest_runs_own(tmp_path):
     run(2, "epoch=1-step=10.ckpt", "epoch=2-step=20.ckpt", "last.ckpt")  # save_top_k above 1
     with pytest.raises(RuntimeError, match="expected one best checkpoint"):
         best_checkpoint(tmp_path)
+
+
+def test_final_checkpoint_is_the_newest_runs_last(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training run"):
+        final_checkpoint(tmp_path)
+    for version, names in ((0, ("epoch=3-step=20.ckpt", "last.ckpt")), (1, ("last-v1.ckpt",))):
+        folder = tmp_path / "pretrain_x" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).touch()
+        os.utime(folder, (1000 + version, 1000 + version))
+        if version == 0:
+            assert final_checkpoint(tmp_path) == folder / "last.ckpt"
+    # the newest run wrote no last.ckpt: an error, never the older run's
+    with pytest.raises(FileNotFoundError, match="wrote no last.ckpt"):
+        final_checkpoint(tmp_path)
 
 
 def _callbacks(config: dict) -> list[pl.Callback]:
