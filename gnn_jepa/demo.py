@@ -7,9 +7,10 @@ Runs the real CLI in-process with the small configs:
    the tracker learns whether an edge's two hits come from the same event on overlays of two
    unlabelled 75-particle events;
 2. fine-tuning from its final state (``last.ckpt``; the validation same-event AUC is logged
-   but picks worse starting points, docs/studies/event-mixing.md) (``configs/finetune/trackml_small.yaml``, encoder and whole edge head
-   initialised) on ``labels`` labelled 150-particle events, then a test of its best checkpoint
-   (validation TrackML score) on held-out events;
+   but picks worse starting points, docs/studies/event-mixing.md) with
+   ``configs/finetune/trackml_small.yaml`` (encoder and whole edge head initialised) on
+   ``labels`` labelled 150-particle events, then a test of its best checkpoint (validation
+   TrackML score) on held-out events;
 3. the same from a random init (``--model.mode scratch``): same events, seed, step budget and
    test events.
 

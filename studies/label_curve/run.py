@@ -122,8 +122,7 @@ def curve(results: Path) -> dict:
             doc[arm][str(labels)] = scores
             stats[arm][str(labels)] = {
                 "seeds": sorted(seeds), "runs": len(seeds), "mean": statistics.fmean(scores),
-                "min": min(scores),
-                "max": max(scores),
+                "min": min(scores), "max": max(scores),
                 **{f"{k}{suffix}": agg(seeds[s][k] for s in seeds)
                    for k in ("dm_efficiency", "fake_rate")
                    for suffix, agg in (("", statistics.fmean), ("_min", min), ("_max", max))},
