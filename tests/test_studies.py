@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -318,6 +319,55 @@ def test_label_curve_statistics(tmp_path):
         (pytest.approx(0.99), 0.98, 1.00)
     assert (cell["fake_rate"], cell["fake_rate_min"], cell["fake_rate_max"]) == \
         (pytest.approx(0.03), 0.02, 0.04)
+
+
+def test_graph_density_ranks_by_hand():
+    """Nearest-neighbour rows (minimum image on a periodic axis), segment ranks among the
+    counted candidates, and the k that keeps a share of the segments, worked out by hand on
+    five points of a line at 0, 1, 3, 7, 15."""
+    from studies.graph_density.run import needed_k, neighbours, segment_ranks
+
+    line = np.array([[0.0], [1.0], [3.0], [7.0], [15.0]])
+    nb = neighbours(line, [None], 2)
+    assert nb.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1], [3, 2]]
+    # period 17: 15 is 2 from 0 and 3 from 1
+    assert neighbours(line, [17.0], 2)[[0, 4]].tolist() == [[1, 4], [0, 1]]
+    # fewer points than k + 1: rows padded with N
+    assert neighbours(line[:2], [None], 2).tolist() == [[1, 2], [0, 2]]
+    a, b = np.array([0, 2, 3, 0]), np.array([2, 0, 0, 1])
+    every = np.ones_like(nb, dtype=bool)
+    assert segment_ranks(nb, every, a, b).tolist() == [2, 2, 3, 1]  # 0 not in 3's row: K + 1
+    # hit 1 is no candidate: it stops counting in front of 2 and 0, and its segment is lost
+    assert segment_ranks(nb, nb != 1, a, b).tolist() == [1, 1, 3, 3]
+    ranks = np.array([5, 1, 3, 1, 2])
+    assert [needed_k(ranks, q, 8) for q in (0.4, 0.6, 0.8, 1.0)] == [1, 2, 3, 5]
+    assert needed_k(ranks, 1.0, 4) is None and needed_k(np.zeros(0, int), 0.9, 4) is None
+
+
+@pytest.mark.slow
+def test_graph_density_study(tmp_path):
+    """Through ``python -m``: per size and rule the needed k grow with the share kept, the
+    kept shares with k, and the JSON file equals what was printed."""
+    out = tmp_path / "density.json"
+    proc = _module("studies.graph_density.run", "--particles", "50,150", "--events", "1",
+                   "--max-k", "32", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == doc
+    assert [r["particles"] for r in doc["sizes"]] == [50, 150]
+    for row in doc["sizes"]:
+        assert set(row["rules"]) == {"frame", "pair_filter", "both_filters"}
+        for rule in row["rules"].values():
+            for cell in rule.values():
+                ks = [cell[k] for k in ("k_90", "k_95", "k_99") if cell[k] is not None]
+                assert ks == sorted(ks) and all(1 <= k <= 32 for k in ks)
+                kept = [cell[f"kept_at_{k}"] for k in (8, 16, 32)] + [cell["kept_at_max_k"]]
+                assert kept == sorted(kept) and 0.0 <= kept[0] and kept[-1] <= 1.0
+        # each filter only removes candidates from the ranked rows: it keeps a subset
+        kept = [row["rules"][r]["all"]["kept_at_max_k"] for r in ("frame", "pair_filter",
+                                                                   "both_filters")]
+        assert kept == sorted(kept, reverse=True)
+    assert set(doc["k_exponent_vs_hits"]) == {"frame", "pair_filter", "both_filters"}
 
 
 @pytest.mark.slow
