@@ -176,10 +176,10 @@ class EventDataModule(pl.LightningDataModule):
             lists with ``on_bad_event: error``), for each fixed split built so far.
     """
 
-    def __init__(self, source: str = "simulate", simulator: Optional[dict] = None,
+    def __init__(self, source: str = "simulate", simulator: Optional[dict[str, Any]] = None,
                  data_dir: Optional[str] = None, num_train: int = 16, num_val: int = 4,
                  num_test: int = 4, train_offset: int = 0, on_the_fly: bool = False,
-                 graph: Optional[dict | str] = None, features: list[str] = list(DEFAULT_FEATURES),
+                 graph: Optional[dict[str, Any] | str] = None, features: list[str] = list(DEFAULT_FEATURES),
                  batch_size: int = 2, num_workers: int = 0, cache_dir: Optional[str] = "data/cache",
                  seed: int = 0, prepare_workers: int = 0,
                  max_coordinate: float = MAX_COORDINATE_MM, on_bad_event: str = "error",

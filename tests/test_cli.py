@@ -170,6 +170,27 @@ def test_pretrained_tracker_overlay_changes_only_the_learning_rates(capsys):
     assert both == base
 
 
+def test_nested_data_and_masker_keys_on_the_command_line_keep_their_types(capsys):
+    """``--data.simulator.num_particles 20`` is the number 20 (not the text "20", which the
+    simulator refused deep inside fit and which keyed the event cache apart from YAML's 20);
+    likewise inside data.graph and a pretraining's masker."""
+    import yaml
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(ROOT / "configs/pretrain/trackml_small.yaml"),
+              "--data.simulator.num_particles", "20", "--data.simulator.poisson", "false",
+              "--data.graph.radius", "0.2", "--model.masker.min_target_hits", "3",
+              "--print_config"])
+    assert e.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    sim, graph = cfg["data"]["simulator"], cfg["data"]["graph"]
+    assert sim["num_particles"] == 20 and type(sim["num_particles"]) is int
+    assert sim["poisson"] is False
+    assert graph["radius"] == 0.2 and type(graph["radius"]) is float
+    masker = cfg["model"]["init_args"]["masker"]
+    assert masker["min_target_hits"] == 3 and type(masker["min_target_hits"]) is int
+
+
 def test_print_config_and_unknown_key(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(ROOT / "configs/pretrain/trackml_small.yaml"), "--print_config"])

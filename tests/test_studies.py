@@ -298,6 +298,58 @@ def test_label_curve_resumes_only_an_interrupted_fit(tmp_path):
     assert interrupted_fit(work) is None
 
 
+@pytest.mark.slow
+def test_label_curve_pretrains_each_seed_then_fine_tunes_from_its_final_state(tmp_path, monkeypatch):
+    """``--pretrain`` runs the pretraining once per seed and fine-tunes from its last.ckpt; a
+    second call reuses the finished pretraining; ``{seed}`` in the extra arguments becomes
+    the run's seed."""
+    cfg = yaml.safe_load((ROOT / "configs/pretrain/trackml_small_mixing.yaml").read_text())
+    cfg["trainer"].update(max_steps=2, val_check_interval=1)
+    cfg["data"].update(simulator={"preset": "trackml", "num_particles": 10}, num_train=2,
+                       num_val=1, cache_dir=str(tmp_path / "cache"))
+    pre_cfg = tmp_path / "pretrain.yaml"
+    pre_cfg.write_text(yaml.safe_dump(cfg))
+    results, work = tmp_path / "results", tmp_path / "work"
+    tiny = ["--trainer.max_steps", "2", "--trainer.val_check_interval", "1",
+            "--data.simulator.num_particles", "20", "--data.num_val", "1", "--data.num_test", "1",
+            "--data.cache_dir", str(tmp_path / "cache")]
+    base = ["--labels", "1", "--seeds", "0", "--threads", "1", "--results", str(results),
+            "--work", str(work)]
+    proc = _module("studies.label_curve.run", "--arm", "pre", *base, "--pretrain", str(pre_cfg),
+                   "--", *tiny)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = work / "pretrain_s0" / "pretrain_trackml_small_mixing" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    row = json.loads((results / "pre_L1_s0.json").read_text())
+    assert f"--model.pretrained {last}" in row["fit_command"]
+    assert "--seed_everything 0 --data.seed 0" in row["pretrain_command"]
+    assert (work / "pretrain_s0" / "finished").read_text().strip() == row["pretrain_command"]
+    # the same seed again: the finished pretraining is reused, not rerun
+    from studies.label_curve import run as lc
+
+    mtime = last.stat().st_mtime
+    assert lc.pretrain(str(pre_cfg), 0, work, 1) == (last, row["pretrain_command"])
+    assert last.stat().st_mtime == mtime
+    # a committed checkpoint per seed through {seed} (the fine-tuning itself stubbed out)
+    seen = []
+
+    def fake_run(arm, labels, seed, work_root, threads, extra):
+        seen.append((seed, extra))
+        (work_root / lc.run_name(arm, labels, seed) / "test").mkdir(parents=True)
+        (work_root / lc.run_name(arm, labels, seed) / "test" / "metrics.json").write_text("{}")
+        return {"arm": arm, "labelled_events": labels, "seed": seed, "trackml_score": 0.5,
+                "dm_efficiency": 1.0, "fake_rate": 0.0, "best_step": 1, "wall_s": 0.0,
+                "num_events": 1}
+
+    monkeypatch.setattr(lc, "one_run", fake_run)
+    lc.main(["--arm", "given", "--labels", "1", "--seeds", "3,4", "--results", str(results),
+             "--work", str(work), "--", "--model.pretrained", "ckpts/final_s{seed}.ckpt"])
+    assert seen == [(3, ["--model.pretrained", "ckpts/final_s3.ckpt"]),
+                    (4, ["--model.pretrained", "ckpts/final_s4.ckpt"])]
+    with pytest.raises(SystemExit, match="--pretrain"):
+        lc.main(["--arm", "scratch", *base, "--pretrain", str(pre_cfg)])
+
+
 def test_label_curve_statistics(tmp_path):
     """The curve lists each cell's scores in seed order and its mean, min and max of the
     TrackML score, DM efficiency and fake rate (worked out by hand)."""

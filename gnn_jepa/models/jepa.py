@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict
-from typing import Optional
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -164,7 +164,7 @@ class JEPAPretraining(EMAPretraining):
     """
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(),
-                 predictor: PredictorConfig = PredictorConfig(), masker: Optional[dict] = None,
+                 predictor: PredictorConfig = PredictorConfig(), masker: Optional[dict[str, Any]] = None,
                  cells: tuple[int, int, int] = (4, 4, 2), target_scope: str = "regions",
                  score_empty_cells: bool = True, loss_beta: float = 1.0,
                  anti_collapse: str = "vicreg", anti_collapse_weight: float = 1.0,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,7 @@ class SegmentJEPA(EMAPretraining):
 
     def __init__(self, encoder: EncoderConfig = EncoderConfig(), head: HeadConfig = SEGMENT_HEAD,
                  predictor: SegmentPredictorConfig = SegmentPredictorConfig(),
-                 masker: Optional[dict] = None, targets: str = "segments",
+                 masker: Optional[dict[str, Any]] = None, targets: str = "segments",
                  center_targets: bool = False, displaced_weight: float = 0.0,
                  displaced_fraction: float = 0.1,
                  displacement_mm: tuple[float, float] = (2.0, 20.0), jepa_weight: float = 1.0,

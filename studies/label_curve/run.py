@@ -16,7 +16,17 @@ runs whose file exists are skipped and a fit stopped by SIGTERM resumes from its
 ``<results>/curve.json``, ``{"<arm>": {"<labels>": [score per seed, seed order], ...},
 "stats": {...}}``. ``--threads`` sets ``OMP_NUM_THREADS`` of
 the runs; extra ``gnn-jepa`` arguments follow ``--`` (e.g. ``-- --model.pretrained CKPT`` with
-``--arm jepa``).
+``--arm jepa``), where ``{seed}`` stands for the run's seed.
+
+A pretrained arm from one line: ``--pretrain CONFIG`` first runs ``gnn-jepa fit --config
+CONFIG --seed_everything S --data.seed S`` once per seed (under ``<work>/pretrain_s<S>``; a
+finished one is reused, an interrupted one resumes from its ``last.ckpt``), then fine-tunes
+every run of that seed from its final state (``last.ckpt``, the shipped recipe), e.g. the
+shipped event-mixing arm::
+
+    python -m studies.label_curve.run --arm mixing1500_lr4_last --labels 1,3,10 --seeds 0,1,2,3,4 \
+        --pretrain configs/pretrain/trackml_small_mixing.yaml \
+        -- --model.optim.encoder_lr 1.25e-4 --model.optim.head_lr 5.0e-4
 """
 from __future__ import annotations
 
@@ -62,6 +72,31 @@ def interrupted_fit(work: Path) -> Optional[tuple[int, Path]]:
     if not versions or not (versions[-1] / "checkpoints" / "last.ckpt").exists():
         return None
     return int(versions[-1].name.split("_")[1]), versions[-1] / "checkpoints" / "last.ckpt"
+
+
+def pretrain(config: str, seed: int, work_root: Path, threads: int) -> tuple[Path, str]:
+    """The final state (``last.ckpt``) of ``gnn-jepa fit --config config`` with ``seed``, and
+    the command. Runs it unless ``<work_root>/pretrain_s<seed>`` holds a finished one (marked
+    by a ``finished`` file); an interrupted one resumes from its ``last.ckpt``."""
+    from gnn_jepa.models.checkpoints import final_checkpoint
+
+    work = work_root / f"pretrain_s{seed}"
+    args = ["fit", "--config", config, "--seed_everything", str(seed), "--data.seed", str(seed),
+            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
+            str(work)]
+    command = "gnn-jepa " + " ".join(args)
+    if (work / "finished").exists():
+        return final_checkpoint(work), command
+    work.mkdir(parents=True, exist_ok=True)
+    runs = sorted(work.glob("*/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    resume = (["--ckpt_path", str(runs[-1]), "--trainer.logger.init_args.version",
+               runs[-1].parents[1].name.split("_")[1]] if runs else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
+    with (work / "fit.log").open("a" if resume else "w") as log:
+        subprocess.run([sys.executable, "-m", "gnn_jepa.cli", *args, *resume], cwd=ROOT, env=env,
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    (work / "finished").write_text(command + "\n")
+    return final_checkpoint(work), command
 
 
 def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, extra: list[str]) -> dict:
@@ -152,18 +187,30 @@ def main(argv: Optional[list[str]] = None) -> dict:
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--work", type=Path, default=WORK, help="run folders (logs, checkpoints)")
     p.add_argument("--summarize", action="store_true", help="only rewrite curve.json")
+    p.add_argument("--pretrain", metavar="CONFIG", default=None,
+                   help="pretrain with this config per seed; runs fine-tune from its last.ckpt")
     args = p.parse_args(argv)
     if not re.fullmatch(r"[a-z0-9_]+", args.arm):
         raise SystemExit(f"--arm must be lower-case letters, digits or _, got {args.arm!r}")
+    if args.pretrain is not None and (args.arm == "scratch" or "--model.pretrained" in extra):
+        raise SystemExit("--pretrain gives the runs their --model.pretrained: not with "
+                         "--arm scratch, nor with --model.pretrained after --")
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for labels in [int(n) for n in args.labels.split(",")]:
+            pending = [n for n in (int(n) for n in args.labels.split(","))
+                       if not (args.results / f"{run_name(args.arm, n, seed)}.json").exists()]
+            seed_extra = [a.replace("{seed}", str(seed)) for a in extra]
+            pretrain_command = None
+            if pending and args.pretrain is not None:
+                ckpt, pretrain_command = pretrain(args.pretrain, seed, args.work, args.threads)
+                seed_extra += ["--model.pretrained", str(ckpt)]
+            for labels in pending:
                 path = args.results / f"{run_name(args.arm, labels, seed)}.json"
-                if path.exists():
-                    continue
                 print(f"label_curve: {args.arm}, {labels} labelled events, seed {seed}", flush=True)
-                row = one_run(args.arm, labels, seed, args.work, args.threads, extra)
+                row = one_run(args.arm, labels, seed, args.work, args.threads, seed_extra)
+                if pretrain_command is not None:
+                    row["pretrain_command"] = pretrain_command
                 path.write_text(json.dumps(row, indent=1) + "\n")
                 (args.results / "metrics").mkdir(exist_ok=True)
                 shutil.copy(args.work / run_name(args.arm, labels, seed) / "test" / "metrics.json",
