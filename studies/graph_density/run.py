@@ -22,8 +22,8 @@ holds the segment exactly when its rank is at most k. Candidate rules:
 Only each hit's ``--max-k`` nearest hits in the frame are ranked; a segment beyond them gets
 rank ``max_k + 1``. Reported per event size, for all segments and for those of pT > 1 GeV
 particles: the smallest k that keeps 90 / 95 / 99% of them (None where it exceeds the ranked
-neighbours), and the share kept at k = 8, 16, 32 and at ``max_k``; then the exponent of the needed k against
-hits (``k ~ hits^a``; 0 would make the graph linear). Prints JSON.
+neighbours), and the share kept at k = 8, 16, 32 and at ``max_k``; then the exponent of the
+needed k against hits (``k ~ hits^a``; 0 would make the graph linear). Prints JSON.
 """
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ from gnn_jepa.graph.transform import BuildGraph
 
 FIRST_EVENT = 4_000_000
 SEED = 11
-RULES = ("frame", "pair_filter", "both_filters")
 SHARES = (0.90, 0.95, 0.99)
 KS = (8, 16, 32)
 

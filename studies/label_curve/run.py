@@ -74,6 +74,26 @@ def interrupted_fit(work: Path) -> Optional[tuple[int, Path]]:
     return int(versions[-1].name.split("_")[1]), versions[-1] / "checkpoints" / "last.ckpt"
 
 
+def _env(threads: int) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
+
+
+def _fit(args: list[str], work: Path, env: dict) -> Optional[tuple[int, Path]]:
+    """``gnn-jepa fit <args>`` logged to ``work/fit.log``; an interrupted fit in ``work``
+    (:func:`interrupted_fit`) is resumed in its logger version. Returns what was resumed."""
+    work.mkdir(parents=True, exist_ok=True)
+    resume = interrupted_fit(work)
+    more = (["--ckpt_path", str(resume[1]), "--trainer.logger.init_args.version", str(resume[0])]
+            if resume else [])
+    with (work / "fit.log").open("a" if resume else "w") as log:
+        if resume:
+            log.write(f"label_curve: resuming from {resume[1]}\n")
+            log.flush()
+        subprocess.run([sys.executable, "-m", "gnn_jepa.cli", "fit", *args, *more], cwd=ROOT,
+                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return resume
+
+
 def pretrain(config: str, seed: int, work_root: Path, threads: int) -> tuple[Path, str]:
     """The final state (``last.ckpt``) of ``gnn-jepa fit --config config`` with ``seed``, and
     the command. Runs it unless ``<work_root>/pretrain_s<seed>`` holds a finished one (marked
@@ -81,21 +101,13 @@ def pretrain(config: str, seed: int, work_root: Path, threads: int) -> tuple[Pat
     from gnn_jepa.models.checkpoints import final_checkpoint
 
     work = work_root / f"pretrain_s{seed}"
-    args = ["fit", "--config", config, "--seed_everything", str(seed), "--data.seed", str(seed),
+    args = ["--config", config, "--seed_everything", str(seed), "--data.seed", str(seed),
             "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
             str(work)]
-    command = "gnn-jepa " + " ".join(args)
-    if (work / "finished").exists():
-        return final_checkpoint(work), command
-    work.mkdir(parents=True, exist_ok=True)
-    runs = sorted(work.glob("*/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    resume = (["--ckpt_path", str(runs[-1]), "--trainer.logger.init_args.version",
-               runs[-1].parents[1].name.split("_")[1]] if runs else [])
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
-    with (work / "fit.log").open("a" if resume else "w") as log:
-        subprocess.run([sys.executable, "-m", "gnn_jepa.cli", *args, *resume], cwd=ROOT, env=env,
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
-    (work / "finished").write_text(command + "\n")
+    command = "gnn-jepa fit " + " ".join(args)
+    if not (work / "finished").exists():
+        _fit(args, work, _env(threads))
+        (work / "finished").write_text(command + "\n")
     return final_checkpoint(work), command
 
 
@@ -110,19 +122,10 @@ def one_run(arm: str, labels: int, seed: int, work_root: Path, threads: int, ext
     if arm == "scratch":
         common += ["--model.mode", "scratch"]
     common += extra
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled"}
+    env = _env(threads)
     cli = [sys.executable, "-m", "gnn_jepa.cli"]
-    work.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    resume = interrupted_fit(work)
-    fit_args = common + (["--ckpt_path", str(resume[1]), "--trainer.logger.init_args.version",
-                          str(resume[0])] if resume else [])
-    with (work / "fit.log").open("a" if resume else "w") as log:
-        if resume:
-            log.write(f"label_curve: resuming from {resume[1]}\n")
-            log.flush()
-        subprocess.run(cli + ["fit"] + fit_args, cwd=ROOT, env=env, stdout=log,
-                       stderr=subprocess.STDOUT, check=True)
+    resume = _fit(common, work, env)
     ckpt = best_checkpoint(work)
     best = checkpoint_step(ckpt)
     versions = sorted(work.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
