@@ -53,10 +53,12 @@ ARM_STYLE = {  # arm -> (colour, marker, x offset factor so the bars do not over
     "jepa": ("tab:orange", "s", 1.06),
     "finetune": ("tab:orange", "s", 1.06),
     "frozen": ("tab:green", "^", 1.12),
-    "mixing1500_lr4": ("tab:red", "D", 1.06),
-    "mixing1500": ("lightcoral", "d", 1.12),
+    "mixing1500_lr4_last": ("black", "s", 1.06),  # the shipped recipe
+    "mixing1500_last_frozen": ("tab:green", "^", 1.12),
+    "mixing1500_lr4": ("tab:red", "D", 0.94),
+    "mixing1500": ("lightcoral", "d", 0.89),
     "mixing": ("tab:purple", "v", 1.18),
-    "mixing1500_frozen": ("tab:green", "^", 0.94),
+    "mixing1500_frozen": ("yellowgreen", "^", 0.84),
 }
 
 __all__ = ["label_curve_figure", "event_display_figure", "small_config", "main"]
